@@ -1,0 +1,159 @@
+"""Frozen configuration dataclasses and the named presets.
+
+``sd-dino`` is the faithful SD-DINO configuration (DESIGN.md, "Defaults"); ``dino`` and ``sd``
+use one branch only; ``geoaware`` applies the zero-shot refinements of GeoAware-SC that need no
+extra model (timestep 50, no PCA, window soft-argmax). Every result file records the resolved
+config through :func:`to_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import ConfigError
+
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DINOV2_BASE = "facebook/dinov2-base"
+
+# diffusers module paths of the hooked U-Net blocks, per SD family (same decoder layout).
+SD_LAYERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sd-1.5": (
+        ("s3", "up_blocks.2.attentions.1"),
+        ("s4", "up_blocks.1.attentions.1"),
+        ("s5", "up_blocks.0.resnets.1"),
+    ),
+}
+SD_LAYERS["sd-2.1"] = SD_LAYERS["sd-1.5"]
+
+
+@dataclass(frozen=True)
+class SDConfig:
+    """Stable Diffusion feature extraction.
+
+    Attributes:
+        model: hub id or local folder of a diffusers SD pipeline.
+        frame: side of the square model frame (pad-resize), a multiple of 64.
+        tile_size: side of the square tiles the U-Net sees (``None``: the whole frame at once).
+        tile_overlap: least overlap between neighbouring tiles; the last tile is shifted back to
+            end at the border, so 512 tiles of a 960 frame start at {0, 448}.
+        timestep: diffusion timestep of the single noising step.
+        layers: ``(name, module path)`` of the hooked U-Net modules.
+        prompt: fixed prompt; ``None`` uses ``prompt_template`` with a category, else "".
+        prompt_template: prompt used when a category is given and ``prompt`` is ``None``.
+        seed: seed of the one fixed noise tensor (CPU generator).
+        batch_size: most tiles per U-Net/VAE forward.
+        early_exit: stop the U-Net right after the last hooked module.
+    """
+
+    model: str = SD15
+    frame: int = 960
+    tile_size: int | None = 512
+    tile_overlap: int = 0
+    timestep: int = 100
+    layers: tuple[tuple[str, str], ...] = SD_LAYERS["sd-1.5"]
+    prompt: str | None = None
+    prompt_template: str = "a photo of a {category}"
+    seed: int = 42
+    batch_size: int = 8
+    early_exit: bool = True
+
+
+@dataclass(frozen=True)
+class DinoConfig:
+    """DINOv2 feature extraction (see :class:`sdcorr.features.dino.ViTExtractor`)."""
+
+    model: str = DINOV2_BASE
+    frame: int = 840
+    layer: int = 11
+    facet: str = "token"
+    stride: int | None = None
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How SD and DINO maps become one descriptor (see :mod:`sdcorr.fusion`).
+
+    Attributes:
+        pca_dims: co-PCA output dims per SD layer (``None``: keep raw channels).
+        sd_layers: order of the SD layers in the descriptor.
+        layer_weights: scale of each SD layer's slice, in ``sd_layers`` order.
+        sd_weight: weight of the L2-normalised SD part.
+        dino_weight: weight of the L2-normalised DINO part.
+    """
+
+    pca_dims: int | None = 256
+    sd_layers: tuple[str, ...] = ("s3", "s4", "s5")
+    layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    sd_weight: float = 0.5
+    dino_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Nearest-neighbour matching options (see :mod:`sdcorr.match.sparse`).
+
+    Attributes:
+        mutual: keep only mutual nearest neighbours (others get score ``-inf``... flagged).
+        soft_argmax: refine each match by a windowed soft-argmax (GeoAware-SC).
+        window: half-size of the soft-argmax window in cells (5 → 11x11).
+        beta: softmax temperature of the soft-argmax.
+        content_only: search only target cells that overlap the image (not the padding).
+        chunk: query rows per similarity block (bounds memory on large grids).
+    """
+
+    mutual: bool = False
+    soft_argmax: bool = False
+    window: int = 5
+    beta: float = 0.02
+    content_only: bool = True
+    chunk: int = 4096
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything :class:`sdcorr.SDDino` needs; ``sd``/``dino`` ``None`` disables a branch."""
+
+    name: str = "sd-dino"
+    sd: SDConfig | None = field(default_factory=SDConfig)
+    dino: DinoConfig | None = field(default_factory=DinoConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+
+
+PRESETS: dict[str, PipelineConfig] = {
+    "sd-dino": PipelineConfig(),
+    "dino": PipelineConfig(name="dino", sd=None, fusion=FusionConfig(sd_weight=0.0, dino_weight=1.0)),
+    "sd": PipelineConfig(name="sd", dino=None, fusion=FusionConfig(sd_weight=1.0, dino_weight=0.0)),
+    "geoaware": PipelineConfig(
+        name="geoaware",
+        sd=SDConfig(timestep=50),
+        fusion=FusionConfig(pca_dims=None),
+        match=MatchConfig(soft_argmax=True, window=5, beta=0.02),
+    ),
+}
+
+
+def get_preset(name: str) -> PipelineConfig:
+    """Return the named preset, or raise :class:`ConfigError` listing the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        valid = ", ".join(sorted(PRESETS))
+        raise ConfigError(f"unknown preset '{name}' (valid: {valid})") from None
+
+
+def with_models(
+    cfg: PipelineConfig, sd_model: str | None = None, dino_model: str | None = None
+) -> PipelineConfig:
+    """Return ``cfg`` with the SD and/or DINO model ids replaced (``None`` keeps them)."""
+    sd = replace(cfg.sd, model=sd_model) if cfg.sd is not None and sd_model else cfg.sd
+    dino = replace(cfg.dino, model=dino_model) if cfg.dino is not None and dino_model else cfg.dino
+    return replace(cfg, sd=sd, dino=dino)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,159 @@
+"""DINOv2 ViT features through ``transformers`` (any size, with or without registers).
+
+The default reproduces SD-DINO: ``facebook/dinov2-base`` at an 840 frame (60x60 grid, patch 14),
+the output tokens of block 11 before the final LayerNorm (``hidden_states[12]``), CLS and
+register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import DinoConfig
+from ..device import resolve_device, resolve_dtype
+from ..errors import ConfigError
+from ..hub import resolve_model
+from ..image import Geometry, ImageLike, prepare_image
+from ..types import FeatureMap
+from .hooks import capture
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FACETS = ("token", "key", "query", "value")
+
+
+class ViTExtractor:
+    """Dense DINOv2 features on a square pad-resized frame.
+
+    Args:
+        model: a ``Dinov2Model`` or ``Dinov2WithRegistersModel``.
+        config: frame, layer, facet and stride (``model`` field ignored here).
+        device: torch device of the model.
+        dtype: compute dtype (outputs are float32).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: DinoConfig | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.config = cfg = config or DinoConfig()
+        self.device, self.dtype = torch.device(device), dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        mcfg = model.config
+        self.patch = int(mcfg.patch_size)
+        self.stride = int(cfg.stride or self.patch)
+        self.num_prefix = 1 + int(getattr(mcfg, "num_register_tokens", 0) or 0)
+        _validate(cfg, mcfg.num_hidden_layers, self.patch, self.stride)
+        if self.stride != self.patch:
+            _set_patch_stride(self.model, self.patch, self.stride)
+        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = "facebook/dinov2-base",
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        layer: int = 11,
+        facet: str = "token",
+        image_size: int = 840,
+        stride: int | None = None,
+        revision: str | None = None,
+    ) -> ViTExtractor:
+        """Load DINOv2 from a hub id, alias or local folder (e.g. ``sdcorr pretrain`` output).
+
+        ``device="auto"`` picks cuda, mps, then cpu; ``dtype=None`` is fp16 on CUDA, else fp32.
+        """
+        from transformers import AutoModel
+
+        cfg = DinoConfig(model=model, frame=image_size, layer=layer, facet=facet, stride=stride)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        path = resolve_model(model, "dino", revision)
+        net = AutoModel.from_pretrained(path, torch_dtype=dt, attn_implementation="sdpa")
+        return cls(net, cfg, dev, dt)
+
+    @classmethod
+    def from_config(
+        cls, config: DinoConfig, device: str | torch.device = "auto", dtype=None
+    ) -> ViTExtractor:
+        """Load the model ``config.model`` with the rest of ``config``."""
+        c = config
+        return cls.from_pretrained(
+            c.model, device=device, dtype=dtype, layer=c.layer, facet=c.facet,
+            image_size=c.frame, stride=c.stride,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ geometry
+    def geometry(self, width: int, height: int) -> Geometry:
+        """Geometry of an original ``width x height`` image on this extractor's grid."""
+        return Geometry(width, height, self.config.frame, self.stride, self.patch)
+
+    def prepare(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Geometry]]:
+        """Pad-resize and ImageNet-normalise: ``(B, 3, frame, frame)`` float32 and geometries."""
+        prepared = [prepare_image(im, self.config.frame) for im in images]
+        pixels = torch.stack([p.pixels for p in prepared])
+        pixels = (pixels - self._mean) / self._std
+        geos = [self.geometry(p.geometry.width, p.geometry.height) for p in prepared]
+        return pixels, geos
+
+    # ------------------------------------------------------------------ features
+    @torch.inference_mode()
+    def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Features of normalised pixels ``(B, 3, S, S)`` → ``(B, C, n, n)`` float32."""
+        n = (pixels.shape[-1] - self.patch) // self.stride + 1
+        block = self.model.encoder.layer[self.config.layer]
+        facet = self.config.facet
+        target = block if facet == "token" else getattr(block.attention.attention, facet)
+        x = pixels.to(self.device, self.dtype)
+        out = capture(lambda: self.model(pixel_values=x), {"f": target})["f"]
+        tokens = out[:, self.num_prefix :].float()
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, n, n).contiguous()
+
+    def __call__(self, images: Sequence[ImageLike] | ImageLike) -> FeatureMap:
+        """Features of one image or a list: ``FeatureMap`` with ``(B, C, n, n)`` features."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        pixels, geos = self.prepare(images)
+        bs = self.config.batch_size
+        feats = [self.forward_pixels(pixels[i : i + bs]) for i in range(0, len(pixels), bs)]
+        return FeatureMap(torch.cat(feats).cpu(), tuple(geos))
+
+
+def _validate(cfg: DinoConfig, num_layers: int, patch: int, stride: int) -> None:
+    if cfg.facet not in FACETS:
+        raise ConfigError(f"unknown facet '{cfg.facet}' (valid: {', '.join(FACETS)})")
+    if not 0 <= cfg.layer < num_layers:
+        raise ConfigError(f"layer {cfg.layer} out of range for a {num_layers}-block model")
+    if stride > patch or patch % stride:
+        raise ConfigError(f"stride {stride} must divide the patch size {patch}")
+    if cfg.frame < patch or (cfg.frame - patch) % stride:
+        raise ConfigError(f"frame {cfg.frame} does not fit patch {patch} with stride {stride}")
+
+
+def _set_patch_stride(model: nn.Module, patch: int, stride: int) -> None:
+    """Overlapping patches: conv stride ``stride`` and position embeddings on the denser grid.
+
+    The upstream embedding sizes its position grid as ``height // patch``; with overlapping
+    patches the grid is ``(height - patch) // stride + 1``, so the call is forwarded with the
+    height that yields that grid (instance-level wrapper, upstream code untouched).
+    """
+    emb = model.embeddings
+    emb.patch_embeddings.projection.stride = (stride, stride)
+    upstream = emb.interpolate_pos_encoding
+
+    def interpolate(embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        gh = (height - patch) // stride + 1
+        gw = (width - patch) // stride + 1
+        return upstream(embeddings, gh * patch, gw * patch)
+
+    emb.interpolate_pos_encoding = interpolate
+
