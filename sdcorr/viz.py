@@ -137,8 +137,10 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _downscale(
     a: np.ndarray, b: np.ndarray, flow: np.ndarray, mask: np.ndarray, max_side: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shrink A and B by one factor so their longest side is ``<= max_side``; resample the flow
-    (nearest, values rescaled to the new A pixels) and the mask (nearest) onto the new B grid."""
+    """Shrink A and B by one common factor so that no side exceeds ``max_side``.
+
+    The flow and mask are sampled (nearest) on the new B grid; flow values move to the new A pixels.
+    """
     (ha, wa), (hb, wb) = a.shape[:2], b.shape[:2]
     s = max_side / max(ha, wa, hb, wb)
     if s >= 1:
@@ -163,8 +165,10 @@ def _canvas(a: np.ndarray, b: np.ndarray, gap: int) -> np.ndarray:
 
 
 def _splat(background: np.ndarray, xy: np.ndarray, colours: np.ndarray, square: int) -> np.ndarray:
-    """Draw ``(N, 2)`` float positions as ``square x square`` blocks (top-left at the rounded
-    position) over a copy of ``background``; when blocks overlap, the later point wins."""
+    """Draw ``(N, 2)`` float ``(x, y)`` as ``square x square`` blocks over a copy of the background.
+
+    A block's top-left pixel is the rounded position; where blocks overlap, the later point wins.
+    """
     frame = background.copy()
     h, w = frame.shape[:2]
     xy = np.floor(xy + 0.5).astype(np.int64)
@@ -266,18 +270,12 @@ def _frame_ms(fps: float) -> int:
 
 
 def _palette(first: np.ndarray, last: np.ndarray) -> Image.Image:
-    """A 256-colour ``P`` image palette for the whole GIF, from the first and last frames.
+    """One 256-colour palette (median cut) for the whole GIF, from the first and last frames.
 
-    Exact (lossless) when those frames hold at most 256 colours, else a median cut.
+    Lossless when those frames hold at most 256 colours.
     """
-    sample = np.concatenate([first, last], axis=0)
-    codes = np.unique(sample.reshape(-1, 3).astype(np.uint32) @ np.array([65536, 256, 1]))
-    if len(codes) <= 256:
-        colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=1)
-        pal = Image.new("P", (1, 1))
-        pal.putpalette(colours.astype(np.uint8).ravel().tolist())
-        return pal
-    return Image.fromarray(sample).quantize(256, method=Image.Quantize.MEDIANCUT)
+    sample = Image.fromarray(np.concatenate([first, last], axis=0))
+    return sample.quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
 def _runs(items: Sequence, same) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_gif_frame_count_timing_and_content(tmp_path: Path) -> None:
     flow, mask = flip_flow(24, 32), np.zeros((24, 32), bool)
     mask[4:20, 6:26] = True
     frames = viz.swap_frames(a, b, flow, mask, n_motion=10, n_hold=10)
-    runs = 1 + sum(not np.array_equal(x, y) for x, y in zip(frames, frames[1:], strict=False))
+    runs = 1 + sum(not np.array_equal(x, y) for x, y in itertools.pairwise(frames))
     out = viz.save_gif(frames, tmp_path / "swap.gif", fps=30)
     decoded, durations, im = read_gif(out)
     assert im.n_frames == runs and im.size == (32 + 3 + 32, 24) and im.info["loop"] == 0
@@ -180,6 +181,15 @@ def test_gif_merges_identical_runs_and_hold_ms(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decoded[1], y)
     _, durations, _ = read_gif(viz.save_gif([x, x, y], tmp_path / "b.gif", fps=30))
     assert durations == [60, 30]
+
+
+def test_gif_of_an_empty_mask_is_one_still_frame(tmp_path: Path) -> None:
+    a, b = blocky(12, 16, 3), blocky(12, 16, 4)
+    frames = viz.swap_frames(a, b, flip_flow(12, 16), np.zeros((12, 16), bool), 5, 5)
+    assert all(np.array_equal(f, frames[0]) for f in frames)
+    decoded, durations, im = read_gif(viz.save_gif(frames, tmp_path / "still.gif"))
+    assert im.n_frames == 1 and durations == [300]
+    np.testing.assert_array_equal(decoded[0], frames[0])
 
 
 def test_save_png_roundtrip(tmp_path: Path) -> None:
