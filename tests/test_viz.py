@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from sdcorr import viz
-from sdcorr.types import Matches
+from sdcorr.image import Geometry
+from sdcorr.types import FeatureMap, Matches
 
 PALETTE = np.array([[200, 30, 30], [30, 160, 40], [20, 40, 210], [240, 200, 0], [0, 0, 0]])
 
@@ -226,6 +227,9 @@ def test_pca_joint_fit_gives_same_colours_to_same_features() -> None:
     q1, q2 = viz.pca_rgb(torch.cat([f1, f1]))
     np.testing.assert_array_equal(q1, q2)
     np.testing.assert_array_equal(viz.pca_rgb([f1, f2])[0], p1)  # deterministic
+    geom = (Geometry(60, 36, frame=60, stride=6),)  # a 10 x 10 grid; only the type matters here
+    fm = FeatureMap(torch.randn(1, 8, 10, 10), geom)
+    np.testing.assert_array_equal(viz.pca_rgb(fm)[0], viz.pca_rgb(fm.features)[0])
 
 
 def test_pca_recovers_a_known_3d_signal() -> None:
