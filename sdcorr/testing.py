@@ -230,10 +230,15 @@ class PositionOracle:
         from .image import load_image
         from .types import FeatureMap
 
-        sizes = [load_image(im).size if not isinstance(im, np.ndarray) else im.shape[1::-1] for im in images]
+        sizes = [
+            load_image(im).size if not isinstance(im, np.ndarray) else im.shape[1::-1]
+            for im in images
+        ]
         if self.layers is None:
             maps = [self._map(w, h, i, self.stride) for i, (w, h) in enumerate(sizes)]
-            return FeatureMap(torch.cat([m.features for m in maps]), tuple(m.geometry[0] for m in maps))
+            return FeatureMap(
+                torch.cat([m.features for m in maps]), tuple(m.geometry[0] for m in maps)
+            )
         out = {}
         for name, stride in self.layers.items():
             maps = [self._map(w, h, i, stride) for i, (w, h) in enumerate(sizes)]

@@ -366,10 +366,8 @@ def _feature_list(features: object) -> list[torch.Tensor]:
 
 def _mask_list(mask: object, maps: list[torch.Tensor]) -> list[torch.Tensor]:
     """One ``(B, h, w)`` bool mask per map (all True when ``mask`` is None)."""
-    if mask is None:
-        masks = [None] * len(maps)
-    else:
-        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+    single = [mask] * (len(maps) if mask is None else 1)
+    masks = list(mask) if isinstance(mask, (list, tuple)) else single
     if len(masks) != len(maps):
         raise ValueError(f"mask: expected {len(maps)} masks (one per map), got {len(masks)}")
     out = []

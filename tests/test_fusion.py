@@ -34,7 +34,10 @@ def test_co_pca_matches_explicit_svd_on_hand_made_matrix() -> None:
 
 def test_co_pca_wide_case_and_batch() -> None:
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(2, 5, 12, generator=g), torch.randn(2, 4, 12, generator=g)  # 9 tokens < 12 ch
+    a, b = (
+        torch.randn(2, 5, 12, generator=g),
+        torch.randn(2, 4, 12, generator=g),
+    )  # 9 tokens < 12 ch
     pa, pb, _ = co_pca(a, b, 6)
     for p in range(2):
         ref = _svd_reference(a[p].numpy(), b[p].numpy(), 6)
@@ -57,7 +60,11 @@ def test_co_pca_is_joint_not_per_image() -> None:
 
 def test_stack_layers_cascade_order_and_weights() -> None:
     cfg = FusionConfig(pca_dims=None, layer_weights=(1.0, 2.0, 3.0))
-    maps = {"s3": torch.ones(1, 2, 8, 8), "s4": torch.ones(1, 3, 4, 4), "s5": torch.ones(1, 4, 2, 2)}
+    maps = {
+        "s3": torch.ones(1, 2, 8, 8),
+        "s4": torch.ones(1, 3, 4, 4),
+        "s5": torch.ones(1, 4, 2, 2),
+    }
     out = stack_layers(maps, cfg, (8, 8))
     assert out.shape == (1, 9, 8, 8)
     assert torch.allclose(out[0, :2], torch.ones(2, 8, 8))
@@ -67,13 +74,17 @@ def test_stack_layers_cascade_order_and_weights() -> None:
     s5 = torch.arange(4.0).view(1, 1, 2, 2)
     ref = F.interpolate(F.interpolate(s5, (4, 4), mode="bilinear"), (8, 8), mode="bilinear")
     cfg1 = FusionConfig(pca_dims=None)
-    got = stack_layers({"s3": torch.zeros(1, 1, 8, 8), "s4": torch.zeros(1, 1, 4, 4), "s5": s5}, cfg1, (8, 8))
+    got = stack_layers(
+        {"s3": torch.zeros(1, 1, 8, 8), "s4": torch.zeros(1, 1, 4, 4), "s5": s5}, cfg1, (8, 8)
+    )
     assert torch.allclose(got[0, 2], ref[0, 0])
 
 
 def _fm(c: int, n: int, stride: int, seed: int) -> FeatureMap:
     g = torch.Generator().manual_seed(seed)
-    return FeatureMap(torch.randn(1, c, n, n, generator=g), (Geometry(224, 224, n * stride, stride),))
+    return FeatureMap(
+        torch.randn(1, c, n, n, generator=g), (Geometry(224, 224, n * stride, stride),)
+    )
 
 
 def test_fuse_pair_normalises_branches_and_weights() -> None:

@@ -46,5 +46,5 @@ def test_aliases_and_preset_models() -> None:
 
 
 def test_unknown_preset_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'nope'.*sd-dino"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*sd-dino"):
         get_preset("nope")

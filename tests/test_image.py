@@ -26,7 +26,9 @@ def test_round_trip(name: str, frame: int, stride: int) -> None:
     rw, rh = g.resized
     corners = torch.tensor([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=torch.float64)
     f = g.to_frame(corners)
-    assert torch.allclose(f, torch.tensor([[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], dtype=torch.float64))
+    assert torch.allclose(
+        f, torch.tensor([[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], dtype=torch.float64)
+    )
 
 
 def test_resize_and_padding_match_reference_rule() -> None:
@@ -49,7 +51,9 @@ def test_cell_centres_follow_the_reference_convention() -> None:
     cells = g.frame_to_cell(torch.stack([xs, xs], 1))[:, 0]
     assert torch.equal(cells, (xs // 14).long())
     # every cell centre maps back into its own cell
-    rc = torch.stack(torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij"), -1).view(-1, 2)
+    rc = torch.stack(torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij"), -1).view(
+        -1, 2
+    )
     assert torch.equal(g.frame_to_cell(g.cell_centre(rc)), rc)
 
 

@@ -65,7 +65,11 @@ def test_early_exit_runs_fewer_modules_with_identical_output(tiny_models) -> Non
             str(tiny_models["sd"]), device="cpu", early_exit=early, **SMALL
         )
         calls = []
-        handles = [m.register_forward_hook(lambda *a, n=n: calls.append(n)) for n, m in e.unet.named_modules() if n]
+        handles = [
+            m.register_forward_hook(lambda *a, n=n, c=calls: c.append(n))
+            for n, m in e.unet.named_modules()
+            if n
+        ]
         feats[early] = e([_image()])
         for h in handles:
             h.remove()
@@ -81,7 +85,9 @@ def test_batched_tiles_equal_tiles_one_by_one(tiny_models) -> None:
     imgs = [_image(1), _image(2, 190, 120)]
     out = {}
     for bs in (8, 1):
-        e = SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", batch_size=bs, **SMALL)
+        e = SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", batch_size=bs, **SMALL
+        )
         out[bs] = e(imgs)
     for name in out[8]:
         assert torch.allclose(out[8][name].features, out[1][name].features, atol=1e-5)
@@ -125,7 +131,9 @@ def test_determinism_no_decoder_and_prompt_cache(ext) -> None:
 
 def test_prompts(ext, tiny_models) -> None:
     assert ext.prompt_for(None) == "" and ext.prompt_for("dog") == "a photo of a dog"
-    fixed = SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", prompt="x", **SMALL)
+    fixed = SDFeatureExtractor.from_pretrained(
+        str(tiny_models["sd"]), device="cpu", prompt="x", **SMALL
+    )
     assert fixed.prompt_for("dog") == "x"
     a = ext([_image()], category="dog")["s3"].features
     b = ext([_image()], category="cat")["s3"].features
@@ -134,7 +142,9 @@ def test_prompts(ext, tiny_models) -> None:
 
 def test_bad_tiling(tiny_models) -> None:
     with pytest.raises(ConfigError, match="multiple of 64"):
-        SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", frame=200, tile_size=None)
+        SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", frame=200, tile_size=None
+        )
     with pytest.raises(ConfigError, match="larger than the frame"):
         SDFeatureExtractor.from_pretrained(
             str(tiny_models["sd"]), device="cpu", frame=256, tile_size=512

@@ -75,7 +75,9 @@ def test_soft_argmax_recovers_a_sub_cell_shift(delta: float) -> None:
 
 
 def test_mutual_check_flags_many_to_one_matches() -> None:
-    fa, fb = _pair(lambda p: 6.5 + (p - 6.5) / 2)  # B magnifies A: B cells 2c and 2c+1 both ~ A cell c
+    fa, fb = _pair(
+        lambda p: 6.5 + (p - 6.5) / 2
+    )  # B magnifies A: B cells 2c and 2c+1 both ~ A cell c
     cells = _cells(0, N // 2)
     m = transfer_points(fb, fa, _centres(fb, cells), MatchConfig(mutual=True))
     # B cell q matches A cell ~q/2; the reverse match of that A cell is B cell 2*(q/2): only even q
