@@ -18,6 +18,7 @@ import torch
 
 from .config import PipelineConfig, get_preset, with_models
 from .fusion import fuse_pair
+from .hub import resolve_model
 from .image import ImageLike
 from .match.dense import DenseFlow, match_dense
 from .match.sparse import transfer_points
@@ -103,6 +104,9 @@ class SDDino:
         from .features.sd import SDFeatureExtractor
 
         cfg = with_models(config or get_preset(preset), sd_model=sd_model, dino_model=dino_model)
+        for kind, branch in (("dino", cfg.dino), ("sd", cfg.sd)):
+            if branch is not None:
+                resolve_model(branch.model, kind)  # fail on a missing model before loading any
         note = progress or (lambda _msg: None)
         sd = dino = None
         if cfg.sd is not None:

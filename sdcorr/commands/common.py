@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
+from ..config import PipelineConfig
+
 log = logging.getLogger("sdcorr")
 
 
@@ -32,6 +34,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attention", default="sdpa", choices=["sdpa", "xformers"], help="U-Net attention"
     )
+    p.add_argument("--sd-frame", type=int, default=None, help="SD frame side (default 960; x64)")
+    p.add_argument(
+        "--sd-tile", type=int, default=None, help="SD tile side (default 512; 0: no tiles)"
+    )
+    p.add_argument(
+        "--dino-frame", type=int, default=None, help="DINOv2 frame side (default 840; x14)"
+    )
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -40,9 +49,7 @@ def load_pipeline(args: argparse.Namespace):
     from ..device import resolve_device, resolve_dtype
     from ..pipeline import SDDino
 
-    cfg = get_preset(args.preset)
-    if args.seed is not None and cfg.sd is not None:
-        cfg = replace(cfg, sd=replace(cfg.sd, seed=args.seed))
+    cfg = override_config(get_preset(args.preset), args)
     device = resolve_device(args.device)
     resolve_dtype(args.dtype, device)  # validate before loading anything
     return SDDino.from_pretrained(
@@ -54,6 +61,22 @@ def load_pipeline(args: argparse.Namespace):
         attention=args.attention,
         progress=log.info,
     )
+
+
+def override_config(cfg: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
+    """Apply ``--seed``, ``--sd-frame``, ``--sd-tile`` and ``--dino-frame`` to a preset."""
+    if cfg.sd is not None:
+        sd = cfg.sd
+        if args.seed is not None:
+            sd = replace(sd, seed=args.seed)
+        if args.sd_frame is not None:
+            sd = replace(sd, frame=args.sd_frame)
+        if args.sd_tile is not None:
+            sd = replace(sd, tile_size=args.sd_tile or None)
+        cfg = replace(cfg, sd=sd)
+    if cfg.dino is not None and args.dino_frame is not None:
+        cfg = replace(cfg, dino=replace(cfg.dino, frame=args.dino_frame))
+    return cfg
 
 
 @contextmanager
