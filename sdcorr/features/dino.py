@@ -92,6 +92,20 @@ class ViTExtractor:
             image_size=c.frame, stride=c.stride,
         )  # fmt: skip
 
+    def optimize(self, compile: bool = False, backend: str | None = None) -> ViTExtractor:
+        """Opt-in ``torch.compile`` of the ViT blocks (the hooked block stays eager)."""
+        from .accel import compile_blocks
+
+        if compile:
+            compile_blocks(self.model, [self.hooked_module()], backend=backend)
+        return self
+
+    def hooked_module(self) -> nn.Module:
+        """The module whose output is the feature (the block, or its q/k/v projection)."""
+        block = self.model.encoder.layer[self.config.layer]
+        facet = self.config.facet
+        return block if facet == "token" else facet_module(block, facet)
+
     # ------------------------------------------------------------------ geometry
     def geometry(self, width: int, height: int) -> Geometry:
         """Geometry of an original ``width x height`` image on this extractor's grid."""
@@ -110,11 +124,8 @@ class ViTExtractor:
     def forward_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Features of normalised pixels ``(B, 3, S, S)`` → ``(B, C, n, n)`` float32."""
         n = (pixels.shape[-1] - self.patch) // self.stride + 1
-        block = self.model.encoder.layer[self.config.layer]
-        facet = self.config.facet
-        target = block if facet == "token" else facet_module(block, facet)
         x = pixels.to(self.device, self.dtype)
-        out = capture(lambda: self.model(pixel_values=x), {"f": target})["f"]
+        out = capture(lambda: self.model(pixel_values=x), {"f": self.hooked_module()})["f"]
         tokens = out[:, self.num_prefix :].float()
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, n, n).contiguous()
 

@@ -131,6 +131,27 @@ class SDFeatureExtractor:
             log.warning("xFormers requested but unavailable (%s); using PyTorch SDPA", err)
             return False
 
+    def optimize(
+        self, channels_last: bool = False, compile: bool = False, backend: str | None = None
+    ) -> SDFeatureExtractor:
+        """Opt-in speed switches (same features up to rounding); returns ``self``.
+
+        Args:
+            channels_last: store U-Net and VAE conv weights in ``channels_last`` (faster convs
+                on CUDA tensor cores).
+            compile: ``torch.compile`` the U-Net and VAE blocks (hooked modules stay eager).
+            backend: ``torch.compile`` backend (``None``: inductor).
+        """
+        from .accel import compile_blocks, to_channels_last
+
+        if channels_last:
+            to_channels_last(self.unet)
+            to_channels_last(self.vae)
+        if compile:
+            compile_blocks(self.unet, self.modules.values(), backend=backend)
+            compile_blocks(self.vae, backend=backend)
+        return self
+
     # ------------------------------------------------------------------ set-up
     @property
     def tile(self) -> int:

@@ -1,0 +1,391 @@
+"""Speed benchmark: our fused SD-DINO path against the reference procedure, same process.
+
+Measures, per stage (load, VAE encode, [VAE decode], text encoder, U-Net, DINOv2, fusion/PCA,
+matching, GIF, other), wall time, FLOPs (``torch.utils.flop_counter``) and peak host/CUDA
+memory for (a) one image pair and (b) a workload of N pairs over M recurring images, for:
+
+* ``baseline``: the reference procedure (per image, per tile, uncached prompt, VAE decoder
+  run, full U-Net, every pair from scratch, unchunked similarity), fp32;
+* ``ours_exact``: the library in fp32 (must give the baseline's raw features, rel. < 1e-4);
+* ``ours_fast``: the library in half precision (fp16 on CUDA by default) with
+  ``channels_last`` and optional ``torch.compile``, when any of those is on.
+
+Full-size random-weight models from the real configs are built unless ``--sd-model`` and
+``--dino-model`` give folders. See ``docs/speed.md``.
+
+Example:
+    python benchmarks/speed.py --quick --json speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from speedkit.baseline import build_decoder  # noqa: E402
+from speedkit.cache import feature_cache  # noqa: E402
+from speedkit.floor import floor_flops  # noqa: E402
+from speedkit.models import Frames, Models, build_random, extractors, load_folders  # noqa: E402
+from speedkit.report import (  # noqa: E402
+    baseline_projection,
+    keypoint_agreement,
+    max_rel_diff,
+    nn_agreement,
+    projection,
+    stage_table,
+)
+from speedkit.runs import (  # noqa: E402
+    Baseline,
+    Ours,
+    Run,
+    keypoints,
+    make_images,
+    measure_gif,
+    measure_pair,
+    measure_workload,
+    workload_pairs,
+)
+
+from sdcorr.errors import SdcorrError  # noqa: E402
+from sdcorr.device import resolve_device, resolve_dtype  # noqa: E402
+from sdcorr.features.dino import ViTExtractor  # noqa: E402
+from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402
+from sdcorr.io import atomic_path  # noqa: E402
+
+log = logging.getLogger("sdcorr.speed")
+QUICK = Frames(sd_frame=192, sd_tile=128, dino_frame=224)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a = p.add_argument
+    a("--quick", action="store_true", help="small frames (SD 192/128 tiles, DINO 224)")
+    a("--json", default=None, help="write the report to this file")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    a("--dtype", default="auto", help="fast-path dtype: auto (fp16 on CUDA, fp32 on CPU), bf16")
+    a("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on CUDA")
+    a("--compile", action="store_true", help="torch.compile the model blocks of the fast path")
+    a("--attention", choices=("sdpa", "xformers"), default="sdpa", help="fast-path attention")
+    a("--sd-model", default=None, help="diffusers SD folder (default: random full-size)")
+    a("--dino-model", default=None, help="transformers DINOv2 folder (default: random)")
+    a("--sd-frame", type=int, default=None, help="SD frame (default 960; quick 192)")
+    a("--sd-tile", type=int, default=None, help="SD tile, 0 = no tiling (default 512)")
+    a("--dino-frame", type=int, default=None, help="DINO frame (default 840; quick 224)")
+    a("--workload-frames", default=None, help="SD_FRAME,SD_TILE,DINO_FRAME for the workload")
+    a("--pairs", type=int, default=6, help="workload pairs (N)")
+    a("--images", type=int, default=4, help="workload images (M)")
+    a("--image-dir", default=None, help="use these images (sorted *.jpg/*.png) instead")
+    a("--keypoints", type=int, default=20, help="keypoints transferred per pair")
+    a("--batch-size", type=int, default=8, help="tiles per VAE/U-Net forward (ours)")
+    a("--no-decoder", action="store_true", help="baseline skips the VAE decoder")
+    a("--skip-workload", action="store_true", help="measure the pair only")
+    a("--warmup", type=int, default=None, help="untimed pair runs first (default: 1 on CUDA)")
+    a("--threads", type=int, default=None, help="torch CPU threads")
+    a("--spair-images", type=int, default=1800, help="distinct images for the projection")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------- set-up
+def frames_of(args: argparse.Namespace) -> tuple[Frames, Frames]:
+    """The pair frames and the workload frames."""
+    base = QUICK if args.quick else Frames()
+    tile = base.sd_tile if args.sd_tile is None else (args.sd_tile or None)
+    pair = Frames(args.sd_frame or base.sd_frame, tile, args.dino_frame or base.dino_frame)
+    if not args.workload_frames:
+        return pair, pair
+    f, t, d = (int(v) for v in args.workload_frames.split(","))
+    return pair, Frames(f, t or None, d)
+
+
+def reframe(
+    sd: SDFeatureExtractor, dino: ViTExtractor, frames: Frames
+) -> tuple[SDFeatureExtractor, ViTExtractor]:
+    """Extractors with other frames around the same (already placed) models."""
+    from dataclasses import replace
+
+    sd_cfg = replace(sd.config, frame=frames.sd_frame, tile_size=frames.sd_tile)
+    new_sd = SDFeatureExtractor(
+        sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, sd.scheduler, sd_cfg, sd.device, sd.dtype
+    )
+    new_sd._prompt_cache = sd._prompt_cache
+    dino_cfg = replace(dino.config, frame=frames.dino_frame)
+    return new_sd, ViTExtractor(dino.model, dino_cfg, dino.device, dino.dtype)
+
+
+def fast_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The fast path's dtype and switches (``None`` dtype: no fast path)."""
+    dtype = resolve_dtype(args.dtype, device)
+    cl = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
+    on = dtype != torch.float32 or cl or args.compile or args.attention == "xformers"
+    return {
+        "enabled": on,
+        "dtype": dtype,
+        "channels_last": cl,
+        "compile": args.compile,
+        "attention": args.attention,
+    }
+
+
+def build_fast(models: Models, frames: Frames, device: torch.device, fast: dict, bs: int):
+    """Fast-path extractors (cast copies of the models when the dtype is not fp32)."""
+    sd, dino = extractors(models, frames, device, fast["dtype"], batch_size=bs)
+    sd.optimize(channels_last=fast["channels_last"], compile=fast["compile"])
+    dino.optimize(compile=fast["compile"])
+    if fast["attention"] == "xformers":
+        fast["xformers_used"] = sd.enable_xformers()
+    return sd, dino
+
+
+# ---------------------------------------------------------------------- running
+def best_of(runs: list[Run]) -> Run:
+    """The run with the median total wall time."""
+    return sorted(runs, key=lambda r: r.report["wall_s"])[len(runs) // 2]
+
+
+def run_pairs(procs: dict[str, Any], paths, points, device, repeats: int) -> dict[str, Run]:
+    """(a) for every procedure (median of ``repeats``)."""
+    out = {}
+    for name, proc in procs.items():
+        log.info("pair: %s", name)
+        out[name] = best_of([measure_pair(proc, paths, points, device) for _ in range(repeats)])
+        log.info("pair: %s %.2f s", name, out[name].report["wall_s"])
+    return out
+
+
+def run_workloads(procs: dict[str, Any], paths, pairs, device) -> dict[str, Run]:
+    """(b) for every procedure."""
+    cache_cls, _ = feature_cache()
+    pts = {i: keypoints(p, 20, seed=i) for i, p in enumerate(paths)}
+    out = {}
+    for name, proc in procs.items():
+        log.info("workload: %s", name)
+        out[name] = measure_workload(proc, paths, pairs, pts.__getitem__, device, cache_cls)
+        log.info("workload: %s %.2f s", name, out[name].report["wall_s"])
+    return out
+
+
+# ---------------------------------------------------------------------- report
+def summarise(part: dict[str, Run], fast_name: str) -> dict[str, Any]:
+    """Ratios, differences and agreements of one part ((a) or (b))."""
+    base, exact = part["baseline"], part["ours_exact"]
+    best = part.get(fast_name, exact)
+    out: dict[str, Any] = {name: r.report for name, r in part.items()}
+    out["ratio"] = round(base.report["wall_s"] / best.report["wall_s"], 3)
+    out["ratio_exact"] = round(base.report["wall_s"] / exact.report["wall_s"], 3)
+    out["flops_ratio_baseline_over_ours"] = round(base.report["flops"] / best.report["flops"], 3)
+    out["max_rel_feature_diff"] = max_rel_diff(exact.raw, base.raw)
+    if fast_name in part:
+        fast = part[fast_name]
+        out["fast_vs_exact"] = {
+            "max_rel_feature_diff": max_rel_diff(fast.raw, exact.raw),
+            "dense_nn_agreement": round(nn_agreement(fast.flows, exact.flows), 5),
+            "keypoint_agreement": round(keypoint_agreement(fast.matches, exact.matches), 5),
+        }
+    return out
+
+
+def optimisation_effects(pair: dict[str, Any], wl: dict[str, Any] | None) -> dict[str, Any]:
+    """Where each optimisation shows in the stage figures (baseline vs ours_exact)."""
+    b, o = pair["baseline"]["stages"], pair["ours_exact"]["stages"]
+
+    def g(st: dict, k: str, f: str = "seconds") -> float:
+        return st.get(k, {}).get(f, 0)
+
+    out = {
+        "unet_early_exit_and_batching": {
+            "baseline_s": g(b, "unet"), "ours_s": g(o, "unet"),
+            "baseline_flops": g(b, "unet", "flops"), "ours_flops": g(o, "unet", "flops"),
+            "baseline_calls": g(b, "unet", "calls"), "ours_calls": g(o, "unet", "calls"),
+        },
+        "no_vae_decoder": {"baseline_s": g(b, "vae_decode"), "ours_s": g(o, "vae_decode"),
+                           "baseline_flops": g(b, "vae_decode", "flops")},
+        "tiles_and_images_batched_vae": {
+            "baseline_s": g(b, "vae_encode"), "ours_s": g(o, "vae_encode"),
+            "baseline_calls": g(b, "vae_encode", "calls"), "ours_calls": g(o, "vae_encode", "calls"),
+        },
+        "cached_prompt": {"baseline_s": g(b, "text_encoder"), "ours_s": g(o, "text_encoder"),
+                          "baseline_calls": g(b, "text_encoder", "calls"),
+                          "ours_calls": g(o, "text_encoder", "calls")},
+        "chunked_similarity": {"baseline_s": g(b, "matching"), "ours_s": g(o, "matching"),
+                               "baseline_peak_host_mb": g(b, "matching", "peak_host_mb"),
+                               "ours_peak_host_mb": g(o, "matching", "peak_host_mb")},
+    }  # fmt: skip
+    if wl is not None:
+        bw, ow = wl["baseline"], wl["ours_exact"]
+        out["per_image_reuse"] = {
+            "baseline_dino_calls": g(bw["stages"], "dino", "calls"),
+            "ours_dino_calls": g(ow["stages"], "dino", "calls"),
+            "cache": ow.get("cache", {}),
+        }
+    return out
+
+
+def environment(device: torch.device, models: Models, args: argparse.Namespace) -> dict:
+    """Where and how the figures were taken."""
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "models": models.source,
+        "argv": sys.argv[1:],
+    }  # fmt: skip
+    try:
+        import diffusers
+        import transformers
+
+        env.update(diffusers=diffusers.__version__, transformers=transformers.__version__)
+    except ImportError:
+        pass
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the tables; write ``--json``. Returns the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.allow_tf32 = False  # the exact path is compared at fp32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        device = resolve_device(args.device)
+    except SdcorrError as err:
+        print(f"speed.py: {err}", file=sys.stderr)
+        return 2
+    pair_frames, wl_frames = frames_of(args)
+    t0 = time.perf_counter()
+    if args.sd_model and args.dino_model:
+        models = load_folders(args.sd_model, args.dino_model)
+    else:
+        models = build_random()
+    load_s = time.perf_counter() - t0
+    report = run(args, models, device, pair_frames, wl_frames)
+    report["load_s"] = round(load_s, 2)
+    report["environment"] = environment(device, models, args)
+    print_summary(report)
+    if args.json:
+        with atomic_path(Path(args.json)) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2, default=str))
+        log.info("report written to %s", args.json)
+    return 0
+
+
+def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) -> dict:
+    """Every measurement; the JSON report."""
+    bs = args.batch_size
+    sd, dino = extractors(models, pair_frames, device, batch_size=bs)
+    decoder = None if args.no_decoder else build_decoder(models.vae)
+    fast = fast_settings(args, device)
+    procs = {"baseline": Baseline(sd, dino, decoder), "ours_exact": Ours(sd, dino)}
+    if fast["enabled"]:
+        procs["ours_fast"] = Ours(*build_fast(models, pair_frames, device, fast, bs))
+    tmp = Path(tempfile.mkdtemp(prefix="sdcorr-speed-"))
+    if args.image_dir:
+        found = sorted(p for e in ("*.jpg", "*.png") for p in Path(args.image_dir).glob(e))
+        paths = found[: max(args.images, 2)]
+    else:
+        paths = make_images(max(args.images, 2), tmp)
+    points = keypoints(paths[0], args.keypoints)
+    warm = args.warmup if args.warmup is not None else int(device.type == "cuda")
+    t = time.perf_counter()
+    for _ in range(warm):
+        for name in [n for n in procs if n != "baseline"]:
+            measure_pair(procs[name], paths[:2], points, device)
+    warm_s = time.perf_counter() - t
+    fast_name = "ours_fast" if "ours_fast" in procs else "ours_exact"
+    pair_runs = run_pairs(procs, paths[:2], points, device, 1)
+    gif = measure_gif(paths[:2], pair_runs[fast_name].flows[0], device, tmp / "swap.gif")
+    pair = summarise(pair_runs, "ours_fast")
+    pair["gif"] = gif
+    n_tiles = len(sd.offsets) ** 2
+    report: dict[str, Any] = {
+        "ratio_pair": pair["ratio"],
+        "max_rel_feature_diff": pair["max_rel_feature_diff"]["max"],
+        "frames": {"pair": asdict(pair_frames), "workload": asdict(wl_frames)},
+        "fast_path": {k: str(v) for k, v in fast.items()},
+        "warmup_s": round(warm_s, 2),
+        "pair": pair,
+    }
+    wl = None
+    if not args.skip_workload:
+        wl = workload_part(args, models, procs, paths, device, wl_frames, pair_frames, decoder)
+        report["ratio_workload"] = wl["ratio"]
+        report["max_rel_feature_diff"] = max(report["max_rel_feature_diff"],
+                                             wl["max_rel_feature_diff"]["max"])  # fmt: skip
+        report["workload"] = wl
+    floor_frames = wl_frames if wl is not None else pair_frames
+    fl = floor_flops(models.unet, models.vae, models.dino, sd.config.layers,
+                     dino.config.layer, floor_frames, n_tiles)  # fmt: skip
+    report["floor"] = {"per_image_flops": fl, "frames": asdict(floor_frames),
+                       "definition": "VAE encoder + U-Net up to the last hooked module + DINOv2 "
+                       "up to the hooked block, once per distinct image; 'tiled' (faithful "
+                       "default, the floor used for the ratio) runs every tile, 'single_pass' "
+                       "the whole SD frame at once"}  # fmt: skip
+    part = wl if wl is not None else pair
+    n_img = args.images if wl is not None else 2
+    best = part[fast_name]
+    report["flops_ratio_to_floor"] = round(best["flops"] / (n_img * fl["tiled"]["total"]), 4)
+    report["baseline_flops_ratio_to_floor"] = round(
+        part["baseline"]["flops"] / (n_img * fl["tiled"]["total"]), 4
+    )
+    report["optimisations"] = optimisation_effects(pair, wl)
+    if wl is not None:
+        report["projection_spair_test"] = {
+            "ours": projection(wl[fast_name], args.images, args.pairs, spair_images=args.spair_images),
+            "baseline": baseline_projection(wl["baseline"], args.pairs),
+            "assumption": f"{args.spair_images} distinct test images (upper bound: 1,800 "
+            "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
+            "frames",
+        }  # fmt: skip
+    report["cache"] = feature_cache()[1]
+    return report
+
+
+def workload_part(args, models, procs, paths, device, wl_frames, pair_frames, decoder) -> dict:
+    """(b) at the workload frames (extractors re-framed around the same models)."""
+    if wl_frames != pair_frames:
+        re = {}
+        for name, proc in procs.items():
+            sd, dino = reframe(proc.sd, proc.dino, wl_frames)
+            re[name] = Baseline(sd, dino, decoder) if name == "baseline" else Ours(sd, dino)
+        procs = re
+    pairs = workload_pairs(args.pairs, args.images)
+    runs = run_workloads(procs, paths[: args.images], pairs, device)
+    out = summarise(runs, "ours_fast")
+    out["pairs"], out["images"] = pairs, args.images
+    return out
+
+
+def print_summary(report: dict) -> None:
+    """Human-readable tables on stdout."""
+    print("\n(a) one pair:", report["frames"]["pair"])
+    parts = {k: v for k, v in report["pair"].items() if k in ("baseline", "ours_exact", "ours_fast")}
+    print(stage_table(parts))
+    print(f"gif: {report['pair']['gif']['seconds']:.3f} s (ours)")
+    if "workload" in report:
+        wl = report["workload"]
+        print(f"\n(b) workload: {len(wl['pairs'])} pairs over {wl['images']} images",
+              report["frames"]["workload"])  # fmt: skip
+        print(stage_table({k: v for k, v in wl.items() if k in parts}))
+        print("projection (SPair test):", json.dumps(report["projection_spair_test"]["ours"]))
+    keys = ("ratio_pair", "ratio_workload", "max_rel_feature_diff", "flops_ratio_to_floor")
+    print("\n" + "  ".join(f"{k}={report.get(k)}" for k in keys))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
