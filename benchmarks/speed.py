@@ -34,11 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from speedkit.baseline import build_decoder  # noqa: E402
-from speedkit.cache import feature_cache  # noqa: E402
-from speedkit.floor import floor_flops  # noqa: E402
-from speedkit.models import Frames, Models, build_random, extractors, load_folders  # noqa: E402
-from speedkit.report import (  # noqa: E402
+from speedkit.baseline import build_decoder
+from speedkit.cache import feature_cache
+from speedkit.floor import floor_flops
+from speedkit.models import Frames, Models, build_random, extractors, load_folders
+from speedkit.report import (
     baseline_projection,
     keypoint_agreement,
     max_rel_diff,
@@ -46,7 +46,7 @@ from speedkit.report import (  # noqa: E402
     projection,
     stage_table,
 )
-from speedkit.runs import (  # noqa: E402
+from speedkit.runs import (
     Baseline,
     Ours,
     Run,
@@ -55,14 +55,15 @@ from speedkit.runs import (  # noqa: E402
     measure_gif,
     measure_pair,
     measure_workload,
+    timed_then_counted,
     workload_pairs,
 )
 
-from sdcorr.errors import SdcorrError  # noqa: E402
-from sdcorr.device import resolve_device, resolve_dtype  # noqa: E402
-from sdcorr.features.dino import ViTExtractor  # noqa: E402
-from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402
-from sdcorr.io import atomic_path  # noqa: E402
+from sdcorr.device import resolve_device, resolve_dtype
+from sdcorr.errors import SdcorrError
+from sdcorr.features.dino import ViTExtractor
+from sdcorr.features.sd import SDFeatureExtractor
+from sdcorr.io import atomic_path
 
 log = logging.getLogger("sdcorr.speed")
 QUICK = Frames(sd_frame=192, sd_tile=128, dino_frame=224)
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     a = p.add_argument
-    a("--quick", action="store_true", help="small frames (SD 192/128 tiles, DINO 224)")
+    a("--quick", action="store_true", help="SD 192 frame/128 tiles, DINO 224, 3 pairs/3 images")
     a("--json", default=None, help="write the report to this file")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a("--dtype", default="auto", help="fast-path dtype: auto (fp16 on CUDA, fp32 on CPU), bf16")
@@ -85,14 +86,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--sd-tile", type=int, default=None, help="SD tile, 0 = no tiling (default 512)")
     a("--dino-frame", type=int, default=None, help="DINO frame (default 840; quick 224)")
     a("--workload-frames", default=None, help="SD_FRAME,SD_TILE,DINO_FRAME for the workload")
-    a("--pairs", type=int, default=6, help="workload pairs (N)")
-    a("--images", type=int, default=4, help="workload images (M)")
+    a("--pairs", type=int, default=None, help="workload pairs N (default 6; quick 3)")
+    a("--images", type=int, default=None, help="workload images M (default 4; quick 3)")
     a("--image-dir", default=None, help="use these images (sorted *.jpg/*.png) instead")
     a("--keypoints", type=int, default=20, help="keypoints transferred per pair")
     a("--batch-size", type=int, default=8, help="tiles per VAE/U-Net forward (ours)")
     a("--no-decoder", action="store_true", help="baseline skips the VAE decoder")
     a("--skip-workload", action="store_true", help="measure the pair only")
     a("--warmup", type=int, default=None, help="untimed pair runs first (default: 1 on CUDA)")
+    a(
+        "--flops",
+        choices=("auto", "same", "separate"),
+        default="auto",
+        help="count FLOPs in the timed run (same; CPU default) or a second run (separate; CUDA)",
+    )
     a("--threads", type=int, default=None, help="torch CPU threads")
     a("--spair-images", type=int, default=1800, help="distinct images for the projection")
     return p.parse_args(argv)
@@ -150,29 +157,37 @@ def build_fast(models: Models, frames: Frames, device: torch.device, fast: dict,
 
 
 # ---------------------------------------------------------------------- running
-def best_of(runs: list[Run]) -> Run:
-    """The run with the median total wall time."""
-    return sorted(runs, key=lambda r: r.report["wall_s"])[len(runs) // 2]
+def flops_mode(args: argparse.Namespace, device: torch.device) -> str:
+    """``same`` (count while timing: CPU default, where kernels dwarf the counter) or
+    ``separate`` (time without the counter, count in a second run: CUDA default)."""
+    if args.flops != "auto":
+        return args.flops
+    return "separate" if device.type == "cuda" else "same"
 
 
-def run_pairs(procs: dict[str, Any], paths, points, device, repeats: int) -> dict[str, Run]:
-    """(a) for every procedure (median of ``repeats``)."""
+def run_pairs(procs: dict[str, Any], paths, points, device, separate: bool) -> dict[str, Run]:
+    """(a) for every procedure."""
     out = {}
     for name, proc in procs.items():
         log.info("pair: %s", name)
-        out[name] = best_of([measure_pair(proc, paths, points, device) for _ in range(repeats)])
+        out[name] = timed_then_counted(
+            lambda c, p=proc: measure_pair(p, paths, points, device, c), separate
+        )
         log.info("pair: %s %.2f s", name, out[name].report["wall_s"])
     return out
 
 
-def run_workloads(procs: dict[str, Any], paths, pairs, device) -> dict[str, Run]:
+def run_workloads(procs: dict[str, Any], paths, pairs, device, separate: bool) -> dict[str, Run]:
     """(b) for every procedure."""
     cache_cls, _ = feature_cache()
     pts = {i: keypoints(p, 20, seed=i) for i, p in enumerate(paths)}
     out = {}
     for name, proc in procs.items():
         log.info("workload: %s", name)
-        out[name] = measure_workload(proc, paths, pairs, pts.__getitem__, device, cache_cls)
+        out[name] = timed_then_counted(
+            lambda c, p=proc: measure_workload(p, paths, pairs, pts.__getitem__, device,
+                                               cache_cls, c), separate
+        )  # fmt: skip
         log.info("workload: %s %.2f s", name, out[name].report["wall_s"])
     return out
 
@@ -257,6 +272,8 @@ def environment(device: torch.device, models: Models, args: argparse.Namespace) 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the tables; write ``--json``. Returns the exit code."""
     args = parse_args(argv)
+    args.pairs = args.pairs or (3 if args.quick else 6)
+    args.images = args.images or (3 if args.quick else 4)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -305,10 +322,11 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
     t = time.perf_counter()
     for _ in range(warm):
         for name in [n for n in procs if n != "baseline"]:
-            measure_pair(procs[name], paths[:2], points, device)
+            measure_pair(procs[name], paths[:2], points, device, count_flops=False)
     warm_s = time.perf_counter() - t
     fast_name = "ours_fast" if "ours_fast" in procs else "ours_exact"
-    pair_runs = run_pairs(procs, paths[:2], points, device, 1)
+    separate = flops_mode(args, device) == "separate"
+    pair_runs = run_pairs(procs, paths[:2], points, device, separate)
     gif = measure_gif(paths[:2], pair_runs[fast_name].flows[0], device, tmp / "swap.gif")
     pair = summarise(pair_runs, "ours_fast")
     pair["gif"] = gif
@@ -365,7 +383,8 @@ def workload_part(args, models, procs, paths, device, wl_frames, pair_frames, de
             re[name] = Baseline(sd, dino, decoder) if name == "baseline" else Ours(sd, dino)
         procs = re
     pairs = workload_pairs(args.pairs, args.images)
-    runs = run_workloads(procs, paths[: args.images], pairs, device)
+    runs = run_workloads(procs, paths[: args.images], pairs, device,
+                         flops_mode(args, device) == "separate")  # fmt: skip
     out = summarise(runs, "ours_fast")
     out["pairs"], out["images"] = pairs, args.images
     return out
@@ -374,7 +393,9 @@ def workload_part(args, models, procs, paths, device, wl_frames, pair_frames, de
 def print_summary(report: dict) -> None:
     """Human-readable tables on stdout."""
     print("\n(a) one pair:", report["frames"]["pair"])
-    parts = {k: v for k, v in report["pair"].items() if k in ("baseline", "ours_exact", "ours_fast")}
+    parts = {
+        k: v for k, v in report["pair"].items() if k in ("baseline", "ours_exact", "ours_fast")
+    }
     print(stage_table(parts))
     print(f"gif: {report['pair']['gif']['seconds']:.3f} s (ours)")
     if "workload" in report:

@@ -111,7 +111,11 @@ class ReferenceProcedure:
                     if name not in canvas:
                         canvas[name] = f.new_zeros(1, f.shape[1], frame // s, frame // s)
                         count[name] = f.new_zeros(1, 1, frame // s, frame // s)
-                    sl = (..., slice(y // s, y // s + f.shape[-2]), slice(x // s, x // s + f.shape[-1]))
+                    sl = (
+                        ...,
+                        slice(y // s, y // s + f.shape[-2]),
+                        slice(x // s, x // s + f.shape[-1]),
+                    )
                     canvas[name][sl] += f
                     count[name][sl] += 1
         return {n: canvas[n] / count[n] for n in canvas}

@@ -43,7 +43,6 @@ class LeanFlopCounter(TorchDispatchMode):
 
     ``FlopCounterMode`` also tracks the module hierarchy (hooks on every module call), which
     costs far more per op than the counting itself; a benchmark only needs the running total.
-    Enter it outside ``torch.inference_mode`` (inside, it sees no op with this torch version).
     """
 
     def __init__(self) -> None:
@@ -54,6 +53,13 @@ class LeanFlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
+        if func is not torch.ops.prim.device.default:
+            # as FlopCounterMode: composite ops (e.g. aten.linear under inference mode) are
+            # decomposed so the counted kernels (addmm, ...) are seen
+            with self:
+                r = func.decompose(*args, **kwargs)
+            if r is not NotImplemented:
+                return r
         out = func(*args, **kwargs)
         formula = self.registry.get(func._overloadpacket)
         if formula is not None:
@@ -161,9 +167,7 @@ class StageClock:
     def watch(self, module: nn.Module, name: str) -> None:
         """Count every forward of ``module`` as stage ``name`` (also when it raises)."""
         self._handles.append(module.register_forward_pre_hook(lambda *_: self.enter(name)))
-        self._handles.append(
-            module.register_forward_hook(lambda *_: self.exit(), always_call=True)
-        )
+        self._handles.append(module.register_forward_hook(lambda *_: self.exit(), always_call=True))
 
     # ------------------------------------------------------------------ run
     def __enter__(self) -> StageClock:

@@ -156,7 +156,6 @@ def cast_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     import copy
 
     memo: dict[int, Any] = {
-        id(p): nn.Parameter(p.detach().to(dtype), requires_grad=False)
-        for p in module.parameters()
+        id(p): nn.Parameter(p.detach().to(dtype), requires_grad=False) for p in module.parameters()
     }
     return copy.deepcopy(module, memo).to(dtype)
