@@ -51,7 +51,7 @@ class LeanFlopCounter(TorchDispatchMode):
         extra = {k: shape_wrapper(v) for k, v in _custom_flops().items()}
         self.registry = {**flop_registry, **extra}
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is not torch.ops.prim.device.default:
             # as FlopCounterMode: composite ops (e.g. aten.linear under inference mode) are
