@@ -21,7 +21,6 @@ from sdcorr.errors import SdcorrError
 from sdcorr.eval.pck import DEFAULT_ALPHAS, THRESHOLDS
 from sdcorr.eval.runner import (
     ModelPredictor,
-    Predictor,
     close_distributed,
     evaluate,
     init_distributed,
@@ -107,25 +106,27 @@ def run_config(args: argparse.Namespace, n_pairs: int, pipeline: Any) -> dict[st
     }
 
 
-def model_predictor(args: argparse.Namespace, cfg: Any, local_rank: int) -> Predictor:
+def model_predictor(args: argparse.Namespace, cfg: Any, local_rank: int) -> ModelPredictor:
     """Load the pipeline (on this rank's GPU under torchrun) behind a cached predictor."""
     import torch
-    from sdcorr.pipeline import SDDino
 
     from sdcorr.config import to_dict
+    from sdcorr.device import resolve_device, resolve_dtype
     from sdcorr.eval.cache import FeatureCache, config_hash
+    from sdcorr.pipeline import SDDino
 
-    device = args.device
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        device = f"cuda:{local_rank % torch.cuda.device_count()}"
-    pipe = SDDino.from_pretrained(device=device, dtype=args.dtype, config=cfg)
+    device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    dtype = resolve_dtype(args.dtype, device)
+    pipe = SDDino.from_pretrained(device=device, dtype=dtype, config=cfg)
     key = config_hash({"sd": to_dict(cfg.sd) if cfg.sd else None,
                        "dino": to_dict(cfg.dino) if cfg.dino else None,
-                       "dtype": str(getattr(pipe, "dtype", args.dtype))})  # fmt: skip
+                       "dtype": str(dtype)})  # fmt: skip
     predictor = ModelPredictor(pipe, use_category=not args.no_category_prompt)
     predictor.cache = FeatureCache(
         predictor.extract_one, size=args.cache_size, disk=args.cache_dir, config_key=key,
-        device=getattr(pipe, "device", "cpu"),
+        device=device,
     )  # fmt: skip
     return predictor
 

@@ -73,9 +73,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_spair(args: list[str], nproc: int = 1, timeout: int = 300) -> None:
+def run_spair(args: list[str], nproc: int = 1, timeout: int = 300, threads: int = 1) -> None:
     """Run the script in a subprocess (under torch.distributed.run when ``nproc > 1``)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable]
     if nproc > 1:
         cmd += ["-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
