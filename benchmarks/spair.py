@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sdcorr.errors import SdcorrError
+from sdcorr.errors import ConfigError, SdcorrError
 from sdcorr.eval.pck import DEFAULT_ALPHAS, THRESHOLDS
 from sdcorr.eval.runner import (
     ModelPredictor,
@@ -133,6 +133,8 @@ def model_predictor(args: argparse.Namespace, cfg: Any, local_rank: int) -> Mode
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say; return the exit status."""
+    if not all(0 < a <= 1 for a in args.alphas):
+        raise ConfigError(f"--alphas must lie in (0, 1], got {args.alphas}")
     _, _, local_rank = init_distributed()
     pairs = load_spair(args.root, args.split, args.categories, args.sample, args.limit,
                        args.seed, args.layout)  # fmt: skip

@@ -36,7 +36,7 @@ CATEGORIES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("trn", "val", "test")
 DOWNLOAD_URL = "https://cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz"
 _LAYOUT_HELP = (
-    f"download and unpack SPair-71k ({DOWNLOAD_URL}, ~220 MB) and pass the unpacked 'SPair-71k' "
+    f"download and unpack SPair-71k ({DOWNLOAD_URL}) and pass the unpacked 'SPair-71k' "
     "folder, which holds JPEGImages/, ImageAnnotation/, PairAnnotation/{trn,val,test}/ and "
     "Layout/{large,small}/"
 )
@@ -136,6 +136,9 @@ def select_names(
         limit: then keep the first ``limit`` pairs.
         seed: seed of the per-category sample.
     """
+    for what, n in (("sample", sample), ("limit", limit)):
+        if n is not None and n < 1:
+            raise DatasetError(f"--{what} must be at least 1 (leave it out for all pairs), got {n}")
     if categories:
         unknown = sorted(set(categories) - set(CATEGORIES))
         if unknown:

@@ -57,6 +57,7 @@ def test_prediction_errors_exit_2(spair_root, tmp_path, capsys) -> None:
     main = _script().main
     base = ["--root", str(spair_root), "--out", str(tmp_path / "o"), "-q"]
     partial = _write_preds(tmp_path / "partial.jsonl", spair_root, drop=1)
+    preds_ok = _write_preds(tmp_path / "ok.jsonl", spair_root)
     assert main([*base, "--predictions", str(partial)]) == 2
     assert "no prediction for 1 of 6 selected pairs" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
@@ -65,6 +66,12 @@ def test_prediction_errors_exit_2(spair_root, tmp_path, capsys) -> None:
     assert "1 predicted keypoints, expected 7" in capsys.readouterr().err
     assert main([*base, "--predictions", str(partial), "--root", str(tmp_path / "none")]) == 2
     assert "cvlab.postech.ac.kr" in capsys.readouterr().err
+    assert main([*base, "--predictions", str(partial), "--alphas", "0.1", "10"]) == 2
+    assert "--alphas must lie in (0, 1]" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    out_is_file = [*base[:2], "--out", str(tmp_path / "file"), "--predictions", str(preds_ok)]
+    assert main(out_is_file) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -66,6 +66,8 @@ def test_sample_per_category_is_seeded_and_ordered() -> None:
     assert a == sorted(a, key=names.index)  # official order is kept
     with pytest.raises(DatasetError, match="unknown categories"):
         select_names(names, categories=["unicorn"])
+    with pytest.raises(DatasetError, match="--sample must be at least 1"):
+        select_names(names, sample=0)
 
 
 @pytest.fixture
