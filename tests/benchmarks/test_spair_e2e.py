@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from .test_spair_script import _script, run_spair
 
@@ -101,7 +100,7 @@ def test_disk_cache_gives_the_same_results(single, spair_root, tiny_models, cach
 
 def test_two_processes_equal_one(single, spair_root, tiny_models, tmp_path) -> None:
     out = tmp_path / "two"
-    run_spair(_args(spair_root, tiny_models, out)[:-1], nproc=2, threads=torch.get_num_threads())
+    run_spair(_args(spair_root, tiny_models, out)[:-1], nproc=2)
     assert _json(out / "summary.json") == _json(single / "summary.json")
     assert (out / "pairs.jsonl").read_text() == (single / "pairs.jsonl").read_text()
     assert _json(out / "timing.json")["rank0"]["pairs"] == 3
