@@ -170,3 +170,79 @@ def _tiny_tokenizer(folder: Path):
         json.dumps({"model_max_length": 77, "pad_token": "<|endoftext|>"})
     )
     return CLIPTokenizer.from_pretrained(folder)
+
+
+class PositionOracle:
+    """Stand-in extractor whose features encode where each cell "is" semantically.
+
+    Image 0 of every call is the reference: the semantic position of a cell is its centre in
+    frame pixels. For image 1 the semantic position is ``transform(centre)``: the point of
+    image 0 that the cell shows. Features are Gaussian radial-basis embeddings of that position
+    (centres every ``spacing`` frame pixels, width ``sigma``), so cosine similarity peaks where
+    the positions coincide and falls off smoothly. Any matcher must then recover the inverse
+    of ``transform`` exactly (up to the grid).
+
+    Args:
+        frame: square frame side (images should be ``frame x frame`` to avoid padding).
+        stride: grid stride in frame pixels (DINO-like output), ignored when ``layers`` is set.
+        transform: ``(K, 2) -> (K, 2)`` frame-pixel map for image 1 (``None``: identity).
+        sigma: RBF width in frame pixels.
+        spacing: distance between RBF centres in frame pixels.
+        layers: ``{name: stride}`` to return SD-like ``{name: FeatureMap}`` instead.
+    """
+
+    def __init__(
+        self,
+        frame: int = 224,
+        stride: int = 14,
+        transform=None,
+        sigma: float = 14.0,
+        spacing: float = 7.0,
+        layers: dict[str, int] | None = None,
+    ) -> None:
+        self.frame, self.stride, self.transform = frame, stride, transform
+        self.sigma, self.layers = sigma, layers
+        c = torch.arange(-3 * sigma, frame + 3 * sigma, spacing, dtype=torch.float64)
+        self.centres = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1).view(-1, 2)
+
+    def embed(self, pos: torch.Tensor) -> torch.Tensor:
+        """``(K, 2)`` frame positions → ``(K, C)`` float32 RBF features."""
+        d2 = torch.cdist(pos.double(), self.centres).pow(2)
+        return torch.exp(-d2 / (2 * self.sigma**2)).float()
+
+    def _map(self, width: int, height: int, index: int, stride: int):
+        from .image import Geometry
+        from .types import FeatureMap
+
+        geo = Geometry(width, height, self.frame, stride)
+        n = geo.grid[0]
+        rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        centres = geo.cell_centre(torch.stack([cols.flatten(), rows.flatten()], 1))
+        if index == 1 and self.transform is not None:
+            centres = torch.as_tensor(self.transform(centres), dtype=torch.float64)
+        feats = self.embed(centres).t().reshape(1, -1, n, n)
+        return FeatureMap(feats, (geo,))
+
+    def __call__(self, images, category=None):
+        """Feature maps of ``images`` (only their sizes are read)."""
+        import numpy as np
+
+        from .image import load_image
+        from .types import FeatureMap
+
+        sizes = [
+            load_image(im).size if not isinstance(im, np.ndarray) else im.shape[1::-1]
+            for im in images
+        ]
+        if self.layers is None:
+            maps = [self._map(w, h, i, self.stride) for i, (w, h) in enumerate(sizes)]
+            return FeatureMap(
+                torch.cat([m.features for m in maps]), tuple(m.geometry[0] for m in maps)
+            )
+        out = {}
+        for name, stride in self.layers.items():
+            maps = [self._map(w, h, i, stride) for i, (w, h) in enumerate(sizes)]
+            out[name] = FeatureMap(
+                torch.cat([m.features for m in maps]), tuple(m.geometry[0] for m in maps)
+            )
+        return out

@@ -112,7 +112,7 @@ class ViTExtractor:
         n = (pixels.shape[-1] - self.patch) // self.stride + 1
         block = self.model.encoder.layer[self.config.layer]
         facet = self.config.facet
-        target = block if facet == "token" else getattr(block.attention.attention, facet)
+        target = block if facet == "token" else facet_module(block, facet)
         x = pixels.to(self.device, self.dtype)
         out = capture(lambda: self.model(pixel_values=x), {"f": target})["f"]
         tokens = out[:, self.num_prefix :].float()
@@ -137,6 +137,16 @@ def _validate(cfg: DinoConfig, num_layers: int, patch: int, stride: int) -> None
         raise ConfigError(f"stride {stride} must divide the patch size {patch}")
     if cfg.frame < patch or (cfg.frame - patch) % stride:
         raise ConfigError(f"frame {cfg.frame} does not fit patch {patch} with stride {stride}")
+
+
+def facet_module(block: nn.Module, facet: str) -> nn.Module:
+    """The ``key``/``query``/``value`` projection of a DINOv2 block (transformers 4.x and 5.x)."""
+    for path in (f"attention.{facet[0]}_proj", f"attention.attention.{facet}"):
+        try:
+            return block.get_submodule(path)
+        except AttributeError:
+            continue
+    raise ConfigError(f"cannot find the {facet} projection in {type(block).__name__}")
 
 
 def _set_patch_stride(model: nn.Module, patch: int, stride: int) -> None:

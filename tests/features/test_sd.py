@@ -1,0 +1,152 @@
+"""SDFeatureExtractor against plain diffusers calls on a tiny random-weight SD pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdcorr.config import SDConfig
+from sdcorr.errors import ConfigError
+from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
+from sdcorr.image import prepare_image
+
+SMALL = dict(frame=192, tile_size=128)  # tiles at {0, 64}: 64 px overlap, like 960/512
+
+
+@pytest.fixture(scope="module")
+def ext(tiny_models) -> SDFeatureExtractor:
+    return SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", **SMALL)
+
+
+def _image(seed: int = 0, h: int = 150, w: int = 190) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_tile_offsets() -> None:
+    assert tile_offsets(960, 512) == [0, 448]
+    assert tile_offsets(960, None) == [0]
+    assert tile_offsets(1024, 512, overlap=64) == [0, 448, 512]
+    with pytest.raises(ConfigError):
+        tile_offsets(960, 512, overlap=512)
+
+
+def test_hooked_features_equal_a_plain_full_forward(ext) -> None:
+    """Our noising + hooks vs a hand-written reference of the same maths and a full forward."""
+    tiles = ext.tiles(prepare_image(_image(), 192).pixels[None])
+    with torch.inference_mode():
+        z = ext.vae.encode(tiles * 2 - 1).latent_dist.mean * 0.18215
+        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+        abar = torch.cumprod(1 - betas, 0)[100].float()
+        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(42))
+        noisy = abar.sqrt() * z + (1 - abar).sqrt() * noise
+        ctx = ext.prompt_embedding("").expand(len(z), -1, -1)
+        seen = {}
+        handles = [
+            ext.unet.get_submodule(path).register_forward_hook(
+                lambda m, i, o, n=name: seen.__setitem__(n, o[0] if isinstance(o, tuple) else o)
+            )
+            for name, path in ext.config.layers
+        ]
+        ext.unet(noisy, torch.full((len(z),), 100), encoder_hidden_states=ctx)  # full forward
+        for h in handles:
+            h.remove()
+        ours = ext.unet_features(ext.encode(tiles), ctx)
+    assert set(ours) == {"s3", "s4", "s5"}
+    for name in ours:
+        assert torch.allclose(ours[name], seen[name], atol=1e-5), name
+    assert ours["s3"].shape[-1] == 8 and ours["s4"].shape[-1] == 4 and ours["s5"].shape[-1] == 2
+
+
+def test_early_exit_runs_fewer_modules_with_identical_output(tiny_models) -> None:
+    runs = {}
+    feats = {}
+    for early in (False, True):
+        e = SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", early_exit=early, **SMALL
+        )
+        calls = []
+        handles = [
+            m.register_forward_hook(lambda *a, n=n, c=calls: c.append(n))
+            for n, m in e.unet.named_modules()
+            if n
+        ]
+        feats[early] = e([_image()])
+        for h in handles:
+            h.remove()
+        runs[early] = calls
+    assert len(runs[True]) < len(runs[False])
+    assert not any(n.startswith("up_blocks.3") or n.startswith("conv_out") for n in runs[True])
+    assert any(n.startswith("up_blocks.3") for n in runs[False])
+    for name in feats[True]:
+        assert torch.equal(feats[True][name].features, feats[False][name].features)
+
+
+def test_batched_tiles_equal_tiles_one_by_one(tiny_models) -> None:
+    imgs = [_image(1), _image(2, 190, 120)]
+    out = {}
+    for bs in (8, 1):
+        e = SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", batch_size=bs, **SMALL
+        )
+        out[bs] = e(imgs)
+    for name in out[8]:
+        assert torch.allclose(out[8][name].features, out[1][name].features, atol=1e-5)
+
+
+def test_overlap_averaging_is_exact(ext) -> None:
+    # four constant tiles 1, 2, 3, 4 (row-major offsets {0, 64}^2), stride 16 -> 8x8 tiles
+    tiles = torch.arange(1.0, 5.0).view(4, 1, 1, 1).expand(4, 2, 8, 8).contiguous()
+    out = ext.stitch(tiles, 16)
+    assert out.shape == (1, 2, 12, 12)
+    assert out[0, 0, 0, 0] == 1 and out[0, 0, 0, 11] == 2 and out[0, 0, 11, 0] == 3
+    assert out[0, 0, 5, 0] == 2.0  # rows 4..7 covered by tiles 1 and 3: (1 + 3) / 2
+    assert out[0, 0, 0, 5] == 1.5  # cols 4..7: (1 + 2) / 2
+    assert out[0, 0, 5, 5] == 2.5  # centre: (1 + 2 + 3 + 4) / 4
+
+
+def test_default_frame_gives_60_30_15_maps(tiny_models) -> None:
+    e = SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu")
+    assert e.offsets == [0, 448] and e.strides == {"s3": 16, "s4": 32, "s5": 64}
+    out = e([_image()], category="dog")
+    assert {k: tuple(v.features.shape[-2:]) for k, v in out.items()} == {
+        "s3": (60, 60),
+        "s4": (30, 30),
+        "s5": (15, 15),
+    }
+    assert out["s3"].geometry[0].grid == (60, 60) and out["s5"].geometry[0].stride == 64
+
+
+def test_determinism_no_decoder_and_prompt_cache(ext) -> None:
+    a, b = ext([_image(3)]), ext([_image(3)])
+    for name in a:
+        assert torch.equal(a[name].features, b[name].features)
+    assert ext.vae.decoder is None
+    calls = []
+    h = ext.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    ext.prompt_embedding("a photo of a zebra")
+    ext.prompt_embedding("a photo of a zebra")
+    h.remove()
+    assert len(calls) == 1
+
+
+def test_prompts(ext, tiny_models) -> None:
+    assert ext.prompt_for(None) == "" and ext.prompt_for("dog") == "a photo of a dog"
+    fixed = SDFeatureExtractor.from_pretrained(
+        str(tiny_models["sd"]), device="cpu", prompt="x", **SMALL
+    )
+    assert fixed.prompt_for("dog") == "x"
+    a = ext([_image()], category="dog")["s3"].features
+    b = ext([_image()], category="cat")["s3"].features
+    assert not torch.equal(a, b)  # the prompt reaches the U-Net
+
+
+def test_bad_tiling(tiny_models) -> None:
+    with pytest.raises(ConfigError, match="multiple of 64"):
+        SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", frame=200, tile_size=None
+        )
+    with pytest.raises(ConfigError, match="larger than the frame"):
+        SDFeatureExtractor.from_pretrained(
+            str(tiny_models["sd"]), device="cpu", frame=256, tile_size=512
+        )
+    assert isinstance(SDConfig().layers, tuple)

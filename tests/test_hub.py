@@ -1,0 +1,50 @@
+"""Model resolution: local folders, aliases, the offline error, presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdcorr import hub
+from sdcorr.config import get_preset
+from sdcorr.errors import ConfigError, ModelNotFoundError
+
+
+def test_local_folders_resolve(tiny_models) -> None:
+    assert hub.resolve_model(str(tiny_models["dino"]), "dino") == tiny_models["dino"]
+    assert hub.resolve_model(str(tiny_models["sd"]), "sd") == tiny_models["sd"]
+
+
+def test_wrong_kind_of_folder(tiny_models) -> None:
+    with pytest.raises(ModelNotFoundError, match="not a diffusers SD pipeline"):
+        hub.resolve_model(str(tiny_models["dino"]), "sd")
+
+
+def test_missing_folder(tmp_path) -> None:
+    with pytest.raises(ModelNotFoundError, match="model folder not found"):
+        hub.resolve_model(str(tmp_path / "nope"), "dino")
+
+
+def test_offline_cache_miss_names_id_cache_and_fix(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "cache_dir", lambda: tmp_path)
+    with pytest.raises(ModelNotFoundError) as err:
+        hub.resolve_model("dinov2-base", "dino")
+    msg = str(err.value)
+    assert "\n" not in msg
+    for part in ("facebook/dinov2-base", str(tmp_path), "sdcorr download", "--dino-model"):
+        assert part in msg
+
+
+def test_aliases_and_preset_models() -> None:
+    assert hub.canonical_id("sd-1.5") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert hub.canonical_id("dinov2-reg-large") == "facebook/dinov2-with-registers-large"
+    assert hub.preset_models("sd-dino") == {
+        "sd": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "dino": "facebook/dinov2-base",
+    }
+    assert set(hub.preset_models("dino")) == {"dino"}
+
+
+def test_unknown_preset_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*sd-dino"):
+        get_preset("nope")

@@ -1,0 +1,148 @@
+"""Image loading and the original ⇄ frame ⇄ grid geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdcorr.errors import ImageLoadError, PointsError
+from sdcorr.image import Geometry, load_image, prepare_image
+
+SIZES = {"portrait": (333, 500), "landscape": (500, 334), "square": (256, 256), "tiny": (3, 2)}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("frame,stride", [(840, 14), (960, 16), (960, 64)])
+def test_round_trip(name: str, frame: int, stride: int) -> None:
+    w, h = SIZES[name]
+    g = Geometry(w, h, frame, stride)
+    pts = torch.rand(200, 2, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0])
+    back = g.from_frame(g.to_frame(pts))
+    assert torch.allclose(back, pts, atol=1e-9)
+    # corners of the image land on the corners of the content region
+    ox, oy = g.offset
+    rw, rh = g.resized
+    corners = torch.tensor([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=torch.float64)
+    f = g.to_frame(corners)
+    assert torch.allclose(
+        f, torch.tensor([[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], dtype=torch.float64)
+    )
+
+
+def test_resize_and_padding_match_reference_rule() -> None:
+    g = Geometry(500, 333, 840)
+    # long side -> frame, short side round(840 * 333 / 500) = 559, padded centred
+    assert g.resized == (840, 559)
+    assert g.offset == (0, (840 - 559) // 2)
+    g = Geometry(333, 500, 960)
+    assert g.resized == (round(960 * 333 / 500), 960)
+    assert g.offset == ((960 - 639) // 2, 0)
+
+
+def test_cell_centres_follow_the_reference_convention() -> None:
+    g = Geometry(840, 840, 840, 14)
+    assert g.grid == (60, 60)
+    centres = g.cell_centre(torch.tensor([[0, 0], [59, 3]]))
+    assert centres.tolist() == [[6.5, 6.5], [59 * 14 + 6.5, 3 * 14 + 6.5]]
+    # integer pixel x belongs to cell floor(x / 14), as in the reference
+    xs = torch.arange(840, dtype=torch.float64)
+    cells = g.frame_to_cell(torch.stack([xs, xs], 1))[:, 0]
+    assert torch.equal(cells, (xs // 14).long())
+    # every cell centre maps back into its own cell
+    rc = torch.stack(torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij"), -1).view(
+        -1, 2
+    )
+    assert torch.equal(g.frame_to_cell(g.cell_centre(rc)), rc)
+
+
+def test_overlapping_patches_grid() -> None:
+    g = Geometry(840, 840, 840, stride=7, patch=14)
+    assert g.grid == (119, 119)
+    assert g.cell_centre(torch.tensor([[1, 0]]))[0, 0].item() == 7 + 6.5
+    # a point at a cell centre is assigned to that cell
+    c = torch.tensor([[5, 9], [118, 0]])
+    assert torch.equal(g.frame_to_cell(g.cell_centre(c)), c)
+
+
+def test_resampled_grid_keeps_cell_centres_consistent() -> None:
+    g = Geometry(500, 333, 840, 14).resampled(156)
+    assert g.grid == (156, 156)
+    c = torch.tensor([[0, 0], [155, 77]])
+    assert torch.equal(g.frame_to_cell(g.cell_centre(c)), c)
+
+
+def test_points_in_padding_are_rejected_not_clamped() -> None:
+    g = Geometry(500, 333, 840, 14)
+    ok = g.check_inside([[0, 0], [499, 332], [-0.5, 332.5]])
+    assert ok.shape == (3, 2)
+    with pytest.raises(PointsError, match="outside the 500x333 image"):
+        g.check_inside([[10, 10], [10, 340]])
+    with pytest.raises(PointsError, match=r"shape \(K, 2\)"):
+        g.check_inside([1.0, 2.0, 3.0])
+    with pytest.raises(PointsError, match="NaN"):
+        g.check_inside([[float("nan"), 1.0]])
+
+
+def test_content_mask_excludes_padding_cells() -> None:
+    g = Geometry(500, 250, 840, 14)  # content rows 210..630 of the frame
+    m = g.content_mask()
+    assert m.shape == (60, 60)
+    assert not m[:15].any() and not m[45:].any() and m[15:45].all()
+
+
+def test_cell_to_original_clips_border_cells_into_the_image() -> None:
+    g = Geometry(100, 7, 840, 14)  # content 840 x 59 px: border cells straddle the padding
+    rows = torch.nonzero(g.content_mask()[:, 0]).flatten()
+    cells = torch.stack([torch.zeros_like(rows), rows], 1)
+    p = g.cell_to_original(cells)
+    assert g.inside(p).all()
+
+
+def test_load_image_variants(tmp_path) -> None:
+    rgb = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    assert load_image(rgb).size == (30, 20)
+    assert load_image(rgb[..., 0]).mode == "RGB"
+    assert load_image(rgb.astype(np.float32) / 255).size == (30, 20)
+    assert load_image(torch.from_numpy(rgb).permute(2, 0, 1)).size == (30, 20)
+    rgba = Image.fromarray(np.dstack([rgb, np.full((20, 30), 255, np.uint8)]), "RGBA")
+    assert load_image(rgba).mode == "RGB"
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg")
+    assert load_image(tmp_path / "c.jpg").mode == "RGB"
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert load_image(str(tmp_path / "p.png")).mode == "RGB"
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    img.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").size == (20, 40)
+
+
+def test_bad_images(tmp_path) -> None:
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "missing.jpg")
+    (tmp_path / "x.jpg").write_bytes(b"this is not an image")
+    with pytest.raises(ImageLoadError, match="not a readable image"):
+        load_image(tmp_path / "x.jpg")
+    with pytest.raises(ImageLoadError, match="zero size"):
+        load_image(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(ImageLoadError, match="folder"):
+        load_image(tmp_path)
+    with pytest.raises(ImageLoadError, match="zero size"):
+        Geometry(0, 5, 840)
+
+
+def test_prepare_image_pads_with_black_and_keeps_content() -> None:
+    rgb = np.full((50, 100, 3), 200, np.uint8)
+    p = prepare_image(rgb, 224)
+    assert p.pixels.shape == (3, 224, 224)
+    ox, oy = p.geometry.offset
+    w, h = p.geometry.resized
+    assert (w, h) == (224, 112)
+    assert p.pixels[:, :oy].abs().max() == 0 and p.pixels[:, oy + h :].abs().max() == 0
+    assert torch.allclose(p.pixels[:, oy : oy + h, ox : ox + w], torch.tensor(200 / 255))
