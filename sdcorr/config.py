@@ -125,7 +125,9 @@ class PipelineConfig:
 
 PRESETS: dict[str, PipelineConfig] = {
     "sd-dino": PipelineConfig(),
-    "dino": PipelineConfig(name="dino", sd=None, fusion=FusionConfig(sd_weight=0.0, dino_weight=1.0)),
+    "dino": PipelineConfig(
+        name="dino", sd=None, fusion=FusionConfig(sd_weight=0.0, dino_weight=1.0)
+    ),
     "sd": PipelineConfig(name="sd", dino=None, fusion=FusionConfig(sd_weight=1.0, dino_weight=0.0)),
     "geoaware": PipelineConfig(
         name="geoaware",

@@ -108,14 +108,14 @@ def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
         raise ModelNotFoundError(f"model folder not found: {path}")
     try:
         return _snapshot(repo, kind, revision, local_only=True)
-    except Exception as err:  # noqa: BLE001 - any hub error means "not cached"
+    except Exception as err:
         cached_err = err
     if is_offline():
         raise _not_found(repo, kind, "HF_HUB_OFFLINE is set") from cached_err
     log.info("downloading %s into %s", repo, cache_dir())
     try:
         return _snapshot(repo, kind, revision, local_only=False)
-    except Exception as err:  # noqa: BLE001 - network, auth or missing repo
+    except Exception as err:
         raise _not_found(repo, kind, _reason(err)) from err
 
 

@@ -15,9 +15,9 @@ Conventions (see DESIGN.md):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, PointsError
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 __all__ = ["Geometry", "ImageLike", "PreparedImage", "load_image", "prepare_image"]
 
@@ -38,7 +38,9 @@ class Geometry:
         width: original image width in pixels.
         height: original image height in pixels.
         frame: side of the square model frame in pixels.
-        stride: grid step in frame pixels (1 = the frame's own pixel grid).
+        stride: grid step in frame pixels (1 = the frame's own pixel grid); fractional for
+            resampled maps (a 60-cell map of an 840 frame resized to 156 cells has stride
+            840/156).
         patch: side of a grid cell in frame pixels (defaults to ``stride``; larger for
             overlapping ViT patches).
     """
@@ -46,8 +48,8 @@ class Geometry:
     width: int
     height: int
     frame: int
-    stride: int = 1
-    patch: int | None = None
+    stride: float = 1
+    patch: float | None = None
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -57,7 +59,7 @@ class Geometry:
 
     # ----------------------------------------------------------------- derived sizes
     @property
-    def cell(self) -> int:
+    def cell(self) -> float:
         """Side of one grid cell in frame pixels."""
         return self.patch if self.patch is not None else self.stride
 
@@ -78,12 +80,17 @@ class Geometry:
     @property
     def grid(self) -> tuple[int, int]:
         """``(h, w)`` of the feature grid (square)."""
-        n = (self.frame - self.cell) // self.stride + 1
+        n = math.floor((self.frame - self.cell) / self.stride + 1e-6) + 1
         return n, n
 
-    def with_grid(self, stride: int, patch: int | None = None) -> Geometry:
+    def with_grid(self, stride: float, patch: float | None = None) -> Geometry:
         """The same image placement with another feature grid."""
         return replace(self, stride=stride, patch=patch)
+
+    def resampled(self, n: int) -> Geometry:
+        """Geometry of this grid bilinearly resized to ``n x n`` cells (``align_corners=False``)."""
+        span = self.grid[0] * self.stride  # frame pixels covered by the cells
+        return replace(self, stride=span / n, patch=None)
 
     def _scale(self) -> torch.Tensor:
         w, h = self.resized
@@ -151,7 +158,7 @@ class Geometry:
         )
 
     def check_inside(self, points: torch.Tensor, what: str = "points") -> torch.Tensor:
-        """Return ``points`` as ``(K, 2)`` float64, or raise :class:`PointsError` if any is off the image."""
+        """Return ``points`` as ``(K, 2)`` float64; raise :class:`PointsError` if any is off the image."""
         p = _as_points(points)
         bad = (~self.inside(p)).nonzero().flatten()
         if len(bad):
@@ -170,6 +177,20 @@ class Geometry:
         cols = (start < ox + w) & (start + self.cell > ox)
         rows = (start < oy + h) & (start + self.cell > oy)
         return rows[:, None] & cols[None, :]
+
+    def mask_to_grid(self, mask: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Sample an original-size bool mask ``(H, W)`` at every cell centre → ``(h, w)`` bool.
+
+        Cells wholly in the padding are ``False``.
+        """
+        m = torch.as_tensor(np.asarray(mask)).bool()
+        if tuple(m.shape) != (self.height, self.width):
+            raise ValueError(f"mask is {tuple(m.shape)}, image is {(self.height, self.width)}")
+        n = self.grid[0]
+        rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        cells = torch.stack([cols.flatten(), rows.flatten()], dim=1)
+        p = self.cell_to_original(cells).round().long()
+        return m[p[:, 1], p[:, 0]].view(n, n) & self.content_mask()
 
     def grid_points(self, step: int = 1) -> torch.Tensor:
         """Original-pixel centres of every ``step``-th content cell, ``(K, 2)`` row-major."""

@@ -14,7 +14,7 @@ from .errors import OutputError
 
 
 def check_writable(path: str | Path) -> Path:
-    """Raise :class:`OutputError` unless ``path`` can be created (its folder exists, is writable)."""
+    """Raise :class:`OutputError` unless ``path`` can be created in an existing, writable folder."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():

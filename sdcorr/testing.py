@@ -98,7 +98,12 @@ def save_tiny_dino(path: str | Path, seed: int = 0, registers: int = 0) -> Path:
 
 def save_tiny_sd(path: str | Path, seed: int = 0) -> Path:
     """Write a tiny SD-1.5-shaped diffusers pipeline folder to ``path``."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     path = Path(path)

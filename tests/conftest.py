@@ -10,7 +10,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SPAIR_MINI = Path(
-    os.environ.get("SDCORR_SPAIR_MINI", REPO.parent / "shared" / "data" / "spair-mini" / "SPair-71k")
+    os.environ.get(
+        "SDCORR_SPAIR_MINI", REPO.parent / "shared" / "data" / "spair-mini" / "SPair-71k"
+    )
 )
 
 

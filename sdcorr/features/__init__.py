@@ -1,4 +1,4 @@
-"""Feature extractors: DINOv2 (:class:`ViTExtractor`) and Stable Diffusion (:class:`SDFeatureExtractor`).
+"""Feature extractors: DINOv2 (:class:`ViTExtractor`), Stable Diffusion (:class:`SDFeatureExtractor`).
 
 Both are imported lazily so that ``import sdcorr`` stays light.
 """

@@ -78,7 +78,7 @@ class ViTExtractor:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         path = resolve_model(model, "dino", revision)
-        net = AutoModel.from_pretrained(path, torch_dtype=dt, attn_implementation="sdpa")
+        net = AutoModel.from_pretrained(path, dtype=dt, attn_implementation="sdpa")
         return cls(net, cfg, dev, dt)
 
     @classmethod
@@ -156,4 +156,3 @@ def _set_patch_stride(model: nn.Module, patch: int, stride: int) -> None:
         return upstream(embeddings, gh * patch, gw * patch)
 
     emb.interpolate_pos_encoding = interpolate
-

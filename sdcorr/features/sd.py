@@ -110,7 +110,7 @@ class SDFeatureExtractor:
         path = resolve_model(cfg.model, "sd", revision)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
-        text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dt)
+        text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dt)
         tok = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
         sched = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         ext = cls(unet, vae, text, tok, sched, cfg, dev, dt)
@@ -156,7 +156,11 @@ class SDFeatureExtractor:
         big = max(self.strides.values())
         if tile > cfg.frame:
             raise ConfigError(f"tile_size {tile} is larger than the frame {cfg.frame}")
-        for v, what in ((cfg.frame, "frame"), (tile, "tile_size"), *((o, "tile offset") for o in self.offsets)):
+        for v, what in (
+            (cfg.frame, "frame"),
+            (tile, "tile_size"),
+            *((o, "tile offset") for o in self.offsets),
+        ):
             if v % big:
                 raise ConfigError(f"{what} {v} must be a multiple of {big} (coarsest layer stride)")
 
@@ -191,13 +195,15 @@ class SDFeatureExtractor:
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, T, T)`` pixels in ``[0, 1]`` → VAE posterior mean × scaling ``(N, 4, T/8, T/8)``."""
+        """Pixels ``(N, 3, T, T)`` in ``[0, 1]`` → VAE mean × scaling factor ``(N, 4, T/8, T/8)``."""
         x = (pixels.to(self.device, self.dtype) - 0.5) / 0.5
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
     @torch.inference_mode()
-    def unet_features(self, latents: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Noise latents at ``config.timestep`` and return the hooked maps ``{name: (N, C, h, w)}``."""
+    def unet_features(
+        self, latents: torch.Tensor, context: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Noise latents at ``config.timestep``; return the hooked maps ``{name: (N, C, h, w)}``."""
         n, _, h, w = latents.shape
         t = torch.full((n,), self.config.timestep, device=self.device, dtype=torch.long)
         noise = self.noise(h, w).to(self.device, latents.dtype).expand_as(latents)
@@ -215,7 +221,7 @@ class SDFeatureExtractor:
         return torch.stack(crops, dim=1).flatten(0, 1)
 
     def stitch(self, tiles: torch.Tensor, stride: int) -> torch.Tensor:
-        """``(B * n_tiles, C, t, t)`` tile features → ``(B, C, F/stride, F/stride)``, overlaps averaged."""
+        """Tile maps ``(B * n_tiles, C, t, t)`` → ``(B, C, F/stride, F/stride)``, overlaps averaged."""
         n_tiles = len(self.offsets) ** 2
         b, c = tiles.shape[0] // n_tiles, tiles.shape[1]
         side, t = self.config.frame // stride, tiles.shape[-1]
@@ -299,4 +305,3 @@ def tile_offsets(frame: int, tile: int | None, overlap: int = 0) -> list[int]:
         raise ConfigError(f"tile_overlap {overlap} must be smaller than tile_size {tile}")
     n = math.ceil((frame - tile) / step) + 1
     return [min(i * step, frame - tile) for i in range(n)]
-

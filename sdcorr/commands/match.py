@@ -1,0 +1,193 @@
+"""``sdcorr match A B``: keypoint and dense correspondence, match plot and the swap GIF/PNG.
+
+Everything the user gave is checked before any model loads (images readable, points on A,
+masks the right size, outputs writable), and every output is written under a temporary name
+and renamed at the end, so a failed run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ImageLoadError, OutputError, PointsError
+from ..image import Geometry, load_image
+from ..io import check_writable
+from .common import add_model_arguments, load_pipeline, stage
+
+log = logging.getLogger("sdcorr")
+
+HELP = "match two images: keypoints (JSON, plot) and the dense swap animation (GIF/PNG)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image_a", help="source image A (its points are transferred; it lends colours)")
+    p.add_argument("image_b", help="target image B")
+    p.add_argument("--out", default=None, help="swap animation (.gif) or swapped image (.png)")
+    p.add_argument("--points", default=None, help="JSON list of [x, y] in A (default: a grid)")
+    p.add_argument("--grid-step", type=int, default=4, help="default points: every Nth cell")
+    p.add_argument("--json", default=None, help="write matches + config used as JSON")
+    p.add_argument("--plot", default=None, help="write a match plot (PNG)")
+    p.add_argument("--mask-a", default=None, help="PNG mask of A (nonzero = object)")
+    p.add_argument("--mask-b", default=None, help="PNG mask of B; restricts the swap and matches")
+    p.add_argument("--mutual", action="store_true", help="flag mutual nearest neighbours")
+    p.add_argument("--soft-argmax", action="store_true", help="sub-cell refinement (GeoAware)")
+    p.add_argument(
+        "--dense-grid", type=int, default=156, help="grid of the dense match (0: native)"
+    )
+    p.add_argument("--fps", type=float, default=30.0, help="GIF frames per second")
+    p.add_argument("--max-side", type=int, default=320, help="GIF panels are at most this big")
+    add_model_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    inputs = _validate(args)
+    timings: dict[str, float] = {}
+    steps = ["load models", "features", "match", "write"]
+    with tqdm(total=len(steps), desc="sdcorr match", disable=args.quiet or None) as bar:
+        for name in steps:
+            bar.set_postfix_str(name)
+            with stage(name, timings):
+                inputs = _STEPS[name](args, inputs)
+            bar.update()
+    for kind, path in inputs["written"]:
+        print(f"{kind}\t{path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- validation
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
+    img_a, img_b = load_image(args.image_a), load_image(args.image_b)
+    geo_a = Geometry(img_a.width, img_a.height, 1)
+    points = _read_points(args.points, geo_a) if args.points else None
+    outs = [p for p in (args.out, args.json, args.plot) if p]
+    if not outs:
+        raise OutputError("nothing to write: give --out, --json and/or --plot")
+    if args.out and Path(args.out).suffix.lower() not in (".gif", ".png"):
+        raise OutputError(f"--out must end in .gif or .png, got {args.out}")
+    for p in outs:
+        check_writable(p)
+    return {
+        "img_a": img_a,
+        "img_b": img_b,
+        "points": points,
+        "mask_a": _read_mask(args.mask_a, img_a.size),
+        "mask_b": _read_mask(args.mask_b, img_b.size),
+        "written": [],
+    }
+
+
+def _read_points(path: str, geo: Geometry) -> torch.Tensor:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PointsError(f"points file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PointsError(f"points file is not valid JSON: {path}") from None
+    if isinstance(data, dict):
+        data = data.get("points", data.get("points_a"))
+    try:
+        pts = torch.tensor(data, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise PointsError(f"points file must hold a list of [x, y] pairs: {path}") from None
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+        raise PointsError(f"points file must hold a non-empty list of [x, y] pairs: {path}")
+    return geo.check_inside(pts, f"points of {path}")
+
+
+def _read_mask(path: str | None, size: tuple[int, int]) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im.convert("L")) > 0
+    except FileNotFoundError:
+        raise ImageLoadError(f"mask file not found: {path}") from None
+    except OSError:
+        load_image(path)  # raises the typed "not a readable image" error
+        raise
+    if mask.shape != (size[1], size[0]):
+        raise ImageLoadError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, image is {size[0]}x{size[1]}"
+        )
+    if not mask.any():
+        raise ImageLoadError(f"mask {path} is empty")
+    return mask
+
+
+# ---------------------------------------------------------------------------- steps
+def _load(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
+    st["pipe"] = load_pipeline(args)
+    return st
+
+
+def _features(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
+    st["fa"], st["fb"] = st["pipe"].features(st["img_a"], st["img_b"], args.category)
+    return st
+
+
+def _match(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
+    from ..match.dense import match_dense
+
+    pipe, fa, fb = st["pipe"], st["fa"], st["fb"]
+    pts = st["points"] if st["points"] is not None else fa.geometry[0].grid_points(args.grid_step)
+    st["matches"] = pipe.match_fused(
+        fa, fb, pts, st["mask_a"], st["mask_b"], mutual=args.mutual, soft_argmax=args.soft_argmax
+    )
+    if args.out:
+        grid = args.dense_grid or None
+        st["flow"] = match_dense(fa, fb, grid, pipe.config.match, st["mask_a"], st["mask_b"])
+    return st
+
+
+def _write(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
+    from .. import viz
+
+    a, b = np.asarray(st["img_a"]), np.asarray(st["img_b"])
+    if args.out:
+        flow = st["flow"]
+        px, valid = flow.to_pixels("nearest").numpy(), flow.valid_pixels().numpy()
+        if Path(args.out).suffix.lower() == ".gif":
+            frames = viz.swap_frames(a, b, px, mask_b=valid, max_side=args.max_side)
+            viz.save_gif(frames, args.out, fps=args.fps)
+        else:
+            viz.save_png(viz.swap_image(a, b, px, mask_b=valid), args.out)
+        st["written"].append(("swap", args.out))
+    if args.plot:
+        viz.plot_matches(a, b, st["matches"], path=args.plot)
+        st["written"].append(("plot", args.plot))
+    if args.json:
+        _write_json(args, st)
+        st["written"].append(("json", args.json))
+    return st
+
+
+def _write_json(args: argparse.Namespace, st: dict[str, Any]) -> None:
+    from ..config import to_dict
+    from ..io import write_json
+
+    m = st["matches"]
+    write_json(
+        args.json,
+        {
+            "image_a": str(args.image_a),
+            "image_b": str(args.image_b),
+            "size_a": list(st["img_a"].size),
+            "size_b": list(st["img_b"].size),
+            "category": args.category,
+            **m.to_dict(),
+            "config": to_dict(st["pipe"].config),
+        },
+    )
+
+
+_STEPS = {"load models": _load, "features": _features, "match": _match, "write": _write}
