@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     path = run_pretraining(cfg, args.data, args.out, resume=args.resume,
                            quiet=getattr(args, "quiet", False),
                            dump_rank_states=args.dump_rank_states)  # fmt: skip
-    print(path)
+    if os.environ.get("RANK", "0") == "0":
+        print(path)
     return 0
 
 

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from sdcorr.pretrain.losses import (
-    Centering, dino_loss, ibot_loss, koleo_loss, sinkhorn_knopp,
+    Centering,
+    dino_loss,
+    ibot_loss,
+    koleo_loss,
+    sinkhorn_knopp,
 )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ def test_single_block_is_a_rectangle() -> None:
         assert box.all()  # one block: its bounding box is entirely masked
         aspects.append(box.shape[0] / box.shape[1])
     assert min(aspects) < 0.5 and max(aspects) > 2  # log-uniform aspect in [0.3, 3.3]
-    assert 0.15 <= min(aspects) and max(aspects) <= 1 / 0.15
+    assert min(aspects) >= 0.15 and max(aspects) <= 1 / 0.15
 
 
 def test_block_mask_never_exceeds_request() -> None:

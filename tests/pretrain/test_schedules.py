@@ -10,7 +10,11 @@ import pytest
 from sdcorr.pretrain.config import PRESETS
 from sdcorr.pretrain.heads import SSLModel
 from sdcorr.pretrain.schedules import (
-    build_schedules, cosine_schedule, param_groups, peak_lr, teacher_temp_schedule,
+    build_schedules,
+    cosine_schedule,
+    param_groups,
+    peak_lr,
+    teacher_temp_schedule,
 )  # fmt: skip
 
 
