@@ -282,14 +282,15 @@ def _run(
     bar = tqdm(total=cfg.total_steps, initial=state.step, disable=True if quiet or not info.main
                else None, desc="pretrain", unit="it")  # fmt: skip
     t0, last = time.perf_counter(), {}
-    for batch in loader:
+    for done, batch in enumerate(loader, start=1):
         step = int(batch["step"])
         state.corrupt.update(batch["corrupt"])
         values = schedules.at(step)
         apply_schedules(state.optimizer, values)
         last = train_step(state, batch, cfg, values, device, info)
         state.step = step + 1
-        _log(out, cfg, state, values, all_mean(last, info), info, t0)
+        logged = all_mean(last, info)
+        _log(out, cfg, state, values, logged, info, done, time.perf_counter() - t0)
         bar.update(1)
         if state.step % cfg.run.checkpoint_every == 0 or state.step == cfg.total_steps:
             _checkpoint(out, cfg, state, info, fsdp)
@@ -300,17 +301,14 @@ def _run(
 
 
 def _log(out: Path, cfg: PretrainConfig, state: State, values: dict, losses: dict,
-         info: DistInfo, t0: float) -> None:  # fmt: skip
+         info: DistInfo, done: int, elapsed: float) -> None:  # fmt: skip
+    """Append one JSONL record (rank 0); ``done`` steps took ``elapsed`` s in this process."""
     if not info.main or (state.step % cfg.run.log_every and state.step != cfg.total_steps):
         return
-    elapsed = time.perf_counter() - t0
-    rec = {"step": state.step - 1, **losses, **values, "steps_per_s": None,
-           "images_per_s": None, "corrupt_files": len(state.corrupt)}  # fmt: skip
-    if elapsed > 0:
-        done = getattr(state, "_steps_this_run", 0) + 1
-        state._steps_this_run = done  # type: ignore[attr-defined]
-        rec["steps_per_s"] = done / elapsed
-        rec["images_per_s"] = done * cfg.run.batch_size * info.world_size / elapsed
+    rate = done / elapsed if elapsed > 0 else float("nan")
+    rec = {"step": state.step - 1, **losses, **values, "steps_per_s": rate,
+           "images_per_s": rate * cfg.run.batch_size * info.world_size,
+           "corrupt_files": len(state.corrupt)}  # fmt: skip
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
 
