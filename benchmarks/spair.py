@@ -5,7 +5,7 @@ Examples:
     torchrun --nproc-per-node 4 benchmarks/spair.py --root data/SPair-71k --out runs/sd-dino
     python benchmarks/spair.py --root data/SPair-71k --predictions preds.jsonl --out runs/other
 
-See docs/spair.md for the dataset layout, the PCK definitions and the output files.
+See the README ("SPair-71k evaluation") for the dataset layout, the PCK definitions and the output files.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SPair-71k evaluation: dataset reader, PCK metrics, and the resumable, shardable runner.
 
-``benchmarks/spair.py`` is the command line over this package; ``docs/spair.md`` is the user
-guide.
+``benchmarks/spair.py`` is the command line over this package; the README's "SPair-71k
+evaluation" section is the user guide.
 """
 
 from __future__ import annotations

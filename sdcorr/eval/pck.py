@@ -1,6 +1,6 @@
 """PCK@α: the Percentage of Correct Keypoints, as used for SPair-71k.
 
-Definition (the one place it is written down; ``docs/spair.md`` repeats it for users):
+Definition (the one place it is written down; the README repeats it for users):
 
 * A predicted target keypoint is **correct** at α when its Euclidean distance to the true target
   keypoint, in the target's original pixels, is **strictly less** than ``α · L``.
