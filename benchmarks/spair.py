@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sdcorr.errors import ConfigError, SdcorrError
+from sdcorr.cli import run_guarded
+from sdcorr.errors import ConfigError
 from sdcorr.eval.pck import DEFAULT_ALPHAS, THRESHOLDS
 from sdcorr.eval.runner import (
     ModelPredictor,
@@ -158,10 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
-        return run(args)
-    except SdcorrError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return run_guarded(run, args)
     finally:
         close_distributed()
 

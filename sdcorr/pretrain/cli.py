@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m sdcorr.pretrain`` (one call per torchrun rank)."""
-    from ..errors import SdcorrError
+    from ..cli import run_guarded
 
     parser = argparse.ArgumentParser(prog="python -m sdcorr.pretrain", description=HELP)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -99,10 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
-        return run(args)
-    except SdcorrError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return run_guarded(run, args)
     finally:
         from .dist import close_distributed
 
