@@ -287,5 +287,9 @@ class ModelPredictor:
         fa, fb = self.pipe.fuse(
             self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
         )
-        matches = self.pipe.match_fused(fa, fb, torch.as_tensor(pair.src_kps))
+        # annotations may sit on the far border (x == W); keep them on the image's last pixel
+        w, h = pair.src_size[:2]
+        src = torch.as_tensor(pair.src_kps, dtype=torch.float64)
+        src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
+        matches = self.pipe.match_fused(fa, fb, src)
         return matches.points_b.detach().cpu().double().numpy()

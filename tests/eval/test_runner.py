@@ -103,3 +103,21 @@ def test_shards_partition_pairs_by_source_image(pairs) -> None:
 def test_score_pair_rejects_a_wrong_number_of_points(pairs) -> None:
     with pytest.raises(Exception, match="expected 7"):
         score_pair(pairs[0], np.zeros((3, 2)))
+
+
+def test_border_keypoints_are_kept_on_the_image(spair_root) -> None:
+    """An annotation at x == W (on the far border) is matched, not rejected as off-image."""
+    import torch
+
+    from sdcorr.config import get_preset
+    from sdcorr.pipeline import SDDino
+    from sdcorr.testing import PositionOracle
+
+    pair = load_spair(spair_root, "test")[0]
+    w, h = pair.src_size
+    pair = dataclasses.replace(pair, src_kps=np.array([[w, h], [0.0, 0.0]]), trg_kps=np.zeros((2, 2)),
+                               kps_ids=("0", "1"))  # fmt: skip
+    pipe = SDDino(get_preset("dino"), dino=PositionOracle(frame=224, stride=14))
+    pred = ModelPredictor(pipe)(pair)
+    assert pred.shape == (2, 2) and np.isfinite(pred).all()
+    assert torch.as_tensor(pred).abs().max() < max(pair.trg_size)
