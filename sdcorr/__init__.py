@@ -9,6 +9,7 @@ from __future__ import annotations
 from .config import PRESETS, PipelineConfig, get_preset
 from .errors import SdcorrError
 from .image import Geometry, load_image
+from .pipeline import ImageFeatures, SDDino
 from .types import FeatureMap, Matches
 
 __version__ = "0.1.0"
@@ -17,8 +18,10 @@ __all__ = [
     "PRESETS",
     "FeatureMap",
     "Geometry",
+    "ImageFeatures",
     "Matches",
     "PipelineConfig",
+    "SDDino",
     "SdcorrError",
     "__version__",
     "get_preset",

@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
         return int(exit_.code or 0)
     _setup_logging(args.quiet, args.verbose)
-    run: Callable[[argparse.Namespace], int] = args._run
+    return run_guarded(args._run, args)
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``, with user errors printed as one ``error: ...`` line and status 2."""
     try:
         return run(args)
     except SdcorrError as err:

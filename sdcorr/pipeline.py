@@ -19,7 +19,7 @@ import torch
 from .config import PipelineConfig, get_preset, with_models
 from .fusion import fuse_pair
 from .hub import resolve_model
-from .image import ImageLike
+from .image import ImageLike, load_image
 from .match.dense import DenseFlow, match_dense
 from .match.sparse import transfer_points
 from .types import FeatureMap, Matches
@@ -129,7 +129,7 @@ class SDDino:
             images: paths, PIL images, arrays or tensors.
             category: one category for all images or one per image (SD prompt).
         """
-        images = list(images)
+        images = [load_image(im) for im in images]  # decode each file once for both branches
         maps: dict[str, FeatureMap] = {}
         if self.sd is not None:
             maps.update(self.sd(images, category))

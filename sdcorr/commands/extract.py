@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = list(zip(args.images, images, strict=True))
     for path, img in tqdm(pairs, desc="extract", disable=args.quiet or None):
         feats = pipe.extract([img], args.category)[0]
-        tensors = {k: m.features[0].contiguous() for k, m in feats.maps.items()}
+        tensors = {k: m.features[0].cpu().contiguous() for k, m in feats.maps.items()}
         geos = {k: asdict(m.geometry[0]) for k, m in feats.maps.items()}
         meta = {"image": str(path), "geometry": json.dumps(geos), "config": meta_cfg}
         target = out / f"{Path(path).stem}.safetensors"

@@ -130,13 +130,14 @@ class ViTExtractor:
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, n, n).contiguous()
 
     def __call__(self, images: Sequence[ImageLike] | ImageLike) -> FeatureMap:
-        """Features of one image or a list: ``FeatureMap`` with ``(B, C, n, n)`` features."""
+        """Features of one image or a list: ``FeatureMap`` with ``(B, C, n, n)`` float32
+        features on the model's device."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         pixels, geos = self.prepare(images)
         bs = self.config.batch_size
         feats = [self.forward_pixels(pixels[i : i + bs]) for i in range(0, len(pixels), bs)]
-        return FeatureMap(torch.cat(feats).cpu(), tuple(geos))
+        return FeatureMap(torch.cat(feats), tuple(geos))
 
 
 def _validate(cfg: DinoConfig, num_layers: int, patch: int, stride: int) -> None:

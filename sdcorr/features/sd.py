@@ -287,8 +287,9 @@ class SDFeatureExtractor:
             category: one category for all images, or one per image (``None``: empty prompt).
 
         Returns:
-            ``{"s3": FeatureMap, "s4": ..., "s5": ...}``; at the default 960 frame their grids
-            are 60x60 (640 ch), 30x30 (1280 ch) and 15x15 (1280 ch).
+            ``{"s3": FeatureMap, "s4": ..., "s5": ...}`` (float32, on the model's device); at
+            the default 960 frame their grids are 60x60 (640 ch), 30x30 (1280 ch) and 15x15
+            (1280 ch) for SD-1.5.
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -301,7 +302,7 @@ class SDFeatureExtractor:
         out = {}
         for name, f in maps.items():
             geos = tuple(p.geometry.with_grid(self.strides[name]) for p in prepared)
-            out[name] = FeatureMap(f.cpu(), geos)
+            out[name] = FeatureMap(f, geos)
         return out
 
 

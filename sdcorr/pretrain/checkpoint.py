@@ -1,0 +1,96 @@
+"""Training checkpoints (everything a bit-exact resume needs) and the backbone export."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..io import atomic_path
+
+log = logging.getLogger("sdcorr.pretrain")
+CKPT_DIR = "checkpoints"
+
+
+def checkpoint_path(out: Path, step: int) -> Path:
+    """``OUT/checkpoints/step_XXXXXXX.pt`` of the state after ``step`` iterations."""
+    return out / CKPT_DIR / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """Checkpoints of a run folder, oldest first."""
+    return sorted((out / CKPT_DIR).glob("step_*.pt"))
+
+
+def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` atomically and keep only the newest ``keep`` checkpoints."""
+    path = checkpoint_path(out, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(out: Path) -> dict[str, Any]:
+    """The newest checkpoint of ``out``; :class:`ConfigError` when there is none."""
+    ckpts = list_checkpoints(out)
+    if not ckpts:
+        raise ConfigError(f"--resume: no checkpoint in {out / CKPT_DIR}")
+    log.info("resuming from %s", ckpts[-1])
+    return torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states (CPU and, if present, CUDA)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_backbone(backbone_state: dict, config: Any, out: Path, image_size: int) -> Path:
+    """Write ``OUT/backbone`` with ``save_pretrained`` (+ a DINOv2 image processor config).
+
+    The weights are loaded strictly into a fresh ``Dinov2Model`` first, so a key mismatch fails
+    loudly. The folder is written under a temporary name and renamed.
+    """
+    from transformers import AutoModel
+
+    try:  # the PIL backend needs no torchvision
+        from transformers import BitImageProcessorPil as BitImageProcessor
+    except ImportError:  # older transformers
+        from transformers import BitImageProcessor
+
+    model = AutoModel.from_config(config)
+    model.load_state_dict(backbone_state, strict=True)
+    final = out / "backbone"
+    tmp = Path(tempfile.mkdtemp(prefix=".backbone.", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        BitImageProcessor(
+            do_resize=True, size={"shortest_edge": round(image_size * 256 / 224)}, resample=3,
+            do_center_crop=True,
+            crop_size={"height": image_size, "width": image_size}, do_normalize=True,
+            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        ).save_pretrained(tmp)  # fmt: skip
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

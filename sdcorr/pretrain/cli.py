@@ -1,0 +1,105 @@
+"""``sdcorr pretrain``: DINOv2 pretraining of the backbone on a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+HELP = "pretrain a DINOv2 backbone (DINO + iBOT + KoLeo) on a folder of images"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the ``pretrain`` options on ``p``."""
+    from .config import PRESETS
+
+    p.add_argument("--data", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="run folder (config, log, checkpoints, backbone)")
+    p.add_argument("--preset", default="vitb14", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="YAML file overriding preset fields (same layout as OUT/config.yaml)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="total iterations (overrides epochs)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per process and step")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=None, help="seed of init, data and masks")
+    p.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp2"),
+        default=None,
+        help="multi-process strategy under torchrun (default ddp)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default=None,
+        help="bf16 autocast on CUDA (loss maths in fp32) or fp32",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue OUT from its newest checkpoint with OUT/config.yaml",
+    )
+    p.add_argument("--dump-rank-states", action="store_true", help=argparse.SUPPRESS)
+
+
+def resolve_config(args: argparse.Namespace):
+    """The run's config: ``OUT/config.yaml`` on resume, else preset + ``--config`` + flags."""
+    from dataclasses import replace
+
+    from ..errors import ConfigError
+    from .config import get_preset, load_yaml, merge
+
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "config.yaml").is_file():
+            raise ConfigError(f"--resume: {out / 'config.yaml'} not found")
+        cfg = load_yaml(out / "config.yaml", get_preset("vitb14"))
+    else:
+        cfg = get_preset(args.preset)
+        if args.config:
+            cfg = load_yaml(args.config, cfg)
+    run = {k: v for k, v in {
+        "steps": args.steps, "batch_size": args.batch_size, "device": args.device,
+        "seed": args.seed, "parallel": args.parallel, "precision": args.precision,
+    }.items() if v is not None}  # fmt: skip
+    cfg = merge(cfg, {"run": run})
+    if args.num_workers is not None:
+        cfg = replace(cfg, data=replace(cfg.data, num_workers=args.num_workers))
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) the pretraining; print the exported backbone folder."""
+    from .train import run_pretraining
+
+    cfg = resolve_config(args)
+    path = run_pretraining(cfg, args.data, args.out, resume=args.resume,
+                           quiet=getattr(args, "quiet", False),
+                           dump_rank_states=args.dump_rank_states)  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sdcorr.pretrain`` (one call per torchrun rank)."""
+    from ..cli import run_guarded
+
+    parser = argparse.ArgumentParser(prog="python -m sdcorr.pretrain", description=HELP)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return run_guarded(run, args)
+    finally:
+        from .dist import close_distributed
+
+        close_distributed()

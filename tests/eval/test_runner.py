@@ -1,0 +1,123 @@
+"""The evaluation loop with a fake pipeline: outputs, image reuse, resume, sharding."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdcorr.errors import OutputError
+from sdcorr.eval.pck import summarize
+from sdcorr.eval.runner import ModelPredictor, evaluate, group_by_image, score_pair, shard
+from sdcorr.eval.spair import SPairPair, load_spair
+
+from .fakes import FakePipe, expected_prediction
+
+CONFIG = {"eval": {"threshold": "bbox", "alphas": [0.1, 0.05, 0.01]}, "pipeline": "fake"}
+
+
+def _reverse(p: SPairPair) -> SPairPair:
+    """The same pair from target to source (a made-up name: pairs reuse each image twice)."""
+    return dataclasses.replace(
+        p, name=p.name.replace("-", "-r", 1), src_image=p.trg_image, trg_image=p.src_image,
+        src_kps=p.trg_kps, trg_kps=p.src_kps, src_size=p.trg_size, trg_size=p.src_size,
+        src_bbox=p.trg_bbox, trg_bbox=p.src_bbox,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def pairs(spair_root: Path) -> list[SPairPair]:
+    base = load_spair(spair_root)
+    return [q for p in base for q in (p, _reverse(p))]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) -> None:
+    pipe = FakePipe()
+    summary = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    assert len(pipe.calls) == 12  # 12 pairs over 12 images: each image extracted once
+    assert {c for _, c in pipe.calls} == {p.category for p in pairs}  # category prompt passed
+    recs = _lines(tmp_path / "pairs.jsonl")
+    assert [r["pair"] for r in recs] == [p.name for p in pairs]
+    for r, p in zip(recs, pairs, strict=True):
+        pred = expected_prediction(p.src_kps, p.src_size, p.trg_size)
+        np.testing.assert_allclose(r["pred_kps"], pred)
+        assert r["true_kps"] == p.trg_kps.tolist() and r["category"] == p.category
+        assert set(r["hits"]) == {"0.1", "0.05", "0.01"} and len(r["hits"]["0.1"]) == p.num_kps
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary == {"config": CONFIG, "pck": summarize(recs)}
+    assert summary["pck"]["0.1"]["n_keypoints"] == 2 * (7 + 7 + 9 + 9 + 7 + 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "pairs.jsonl", "summary.json", "timing.json",
+    ]  # fmt: skip
+
+
+def test_resume_after_a_kill_recomputes_only_missing_pairs(pairs, tmp_path) -> None:
+    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    jsonl = tmp_path / "pairs.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    jsonl.write_text("".join(lines[:4]) + lines[4][:25])  # killed while writing pair 5
+    (tmp_path / "summary.json").unlink()
+    pipe = FakePipe()
+    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    todo = pairs[4:]
+    assert sorted(n for n, _ in pipe.calls) == sorted(
+        {p.src_image.name for p in todo} | {p.trg_image.name for p in todo}
+    )
+    assert second == first
+    assert jsonl.read_text() == "".join(lines)
+    pipe = FakePipe()
+    assert evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True) == first
+    assert pipe.calls == []  # a finished run recomputes nothing
+
+
+def test_refuses_a_folder_of_another_config(pairs, tmp_path) -> None:
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    other = {**CONFIG, "pipeline": "other"}
+    with pytest.raises(OutputError, match="different configuration"):
+        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
+
+
+def test_shards_partition_pairs_by_source_image(pairs) -> None:
+    many = pairs * 3  # groups of 3 pairs per source image
+    many = [dataclasses.replace(p, name=f"{i:06d}{p.name[6:]}") for i, p in enumerate(many)]
+    for world in (1, 2, 3, 5):
+        shards = [shard(many, r, world) for r in range(world)]
+        names = [p.name for s in shards for p in s]
+        assert sorted(names) == sorted(p.name for p in many)  # disjoint and covering
+        for s in shards:
+            srcs = {(p.category, p.src_image) for p in s}
+            for g in group_by_image(many):
+                in_s = [p for p in g if p in s]
+                assert in_s in ([], g) or (g[0].category, g[0].src_image) not in srcs
+        sizes = [len(s) for s in shards]
+        assert max(sizes) - min(sizes) <= 3  # balanced up to one group
+
+
+def test_score_pair_rejects_a_wrong_number_of_points(pairs) -> None:
+    with pytest.raises(Exception, match="expected 7"):
+        score_pair(pairs[0], np.zeros((3, 2)))
+
+
+def test_border_keypoints_are_kept_on_the_image(spair_root) -> None:
+    """An annotation at x == W (on the far border) is matched, not rejected as off-image."""
+    import torch
+
+    from sdcorr.config import get_preset
+    from sdcorr.pipeline import SDDino
+    from sdcorr.testing import PositionOracle
+
+    pair = load_spair(spair_root, "test")[0]
+    w, h = pair.src_size
+    pair = dataclasses.replace(pair, src_kps=np.array([[w, h], [0.0, 0.0]]), trg_kps=np.zeros((2, 2)),
+                               kps_ids=("0", "1"))  # fmt: skip
+    pipe = SDDino(get_preset("dino"), dino=PositionOracle(frame=224, stride=14))
+    pred = ModelPredictor(pipe)(pair)
+    assert pred.shape == (2, 2) and np.isfinite(pred).all()
+    assert torch.as_tensor(pred).abs().max() < max(pair.trg_size)
