@@ -35,7 +35,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from speedkit.baseline import build_decoder
-from speedkit.cache import feature_cache
 from speedkit.floor import floor_flops
 from speedkit.models import Frames, Models, build_random, extractors, load_folders
 from speedkit.report import (
@@ -61,6 +60,7 @@ from speedkit.runs import (
 
 from sdcorr.device import resolve_device, resolve_dtype
 from sdcorr.errors import SdcorrError
+from sdcorr.eval.cache import FeatureCache
 from sdcorr.features.dino import ViTExtractor
 from sdcorr.features.sd import SDFeatureExtractor
 from sdcorr.io import atomic_path
@@ -179,14 +179,13 @@ def run_pairs(procs: dict[str, Any], paths, points, device, separate: bool) -> d
 
 def run_workloads(procs: dict[str, Any], paths, pairs, device, separate: bool) -> dict[str, Run]:
     """(b) for every procedure."""
-    cache_cls, _ = feature_cache()
     pts = {i: keypoints(p, 20, seed=i) for i, p in enumerate(paths)}
     out = {}
     for name, proc in procs.items():
         log.info("workload: %s", name)
         out[name] = timed_then_counted(
             lambda c, p=proc: measure_workload(p, paths, pairs, pts.__getitem__, device,
-                                               cache_cls, c), separate
+                                               FeatureCache, c), separate
         )  # fmt: skip
         log.info("workload: %s %.2f s", name, out[name].report["wall_s"])
     return out
@@ -370,7 +369,7 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
             "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
             "frames",
         }  # fmt: skip
-    report["cache"] = feature_cache()[1]
+    report["cache"] = "sdcorr.eval.cache.FeatureCache (memory LRU, no disk)"
     return report
 
 

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from speedkit.baseline import ReferenceProcedure, build_decoder  # noqa: E402
-from speedkit.cache import feature_cache  # noqa: E402
 from speedkit.clock import LeanFlopCounter, StageClock, flop_counter  # noqa: E402
 from speedkit.floor import floor_flops  # noqa: E402
 from speedkit.models import Frames, cast_copy, extractors, load_folders  # noqa: E402
@@ -34,6 +33,7 @@ from speedkit.runs import (  # noqa: E402
 )
 
 from sdcorr.config import MatchConfig  # noqa: E402
+from sdcorr.eval.cache import FeatureCache  # noqa: E402
 from sdcorr.features.accel import compile_blocks  # noqa: E402
 from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402
 from sdcorr.match.dense import match_dense  # noqa: E402
@@ -115,7 +115,7 @@ def test_cached_prompt_equals_a_fresh_text_encoder_call(ext):
 def test_reused_features_equal_recomputed_per_pair(ext, images, models):
     pairs = workload_pairs(3, 3)
     pts = {i: keypoints(p, 5, seed=i) for i, p in enumerate(images)}
-    cache_cls, _ = feature_cache()
+    cache_cls = FeatureCache
     dev = torch.device("cpu")
     ours = measure_workload(Ours(*ext), images, pairs, pts.__getitem__, dev, cache_cls)
     base = measure_workload(Baseline(*ext, None), images, pairs, pts.__getitem__, dev, cache_cls)
