@@ -62,7 +62,7 @@ from sdcorr.device import resolve_device, resolve_dtype
 from sdcorr.errors import SdcorrError
 from sdcorr.eval.cache import FeatureCache
 from sdcorr.features.dino import ViTExtractor
-from sdcorr.features.sd import SDFeatureExtractor
+from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
 from sdcorr.io import atomic_path
 
 log = logging.getLogger("sdcorr.speed")
@@ -329,7 +329,6 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
     gif = measure_gif(paths[:2], pair_runs[fast_name].flows[0], device, tmp / "swap.gif")
     pair = summarise(pair_runs, "ours_fast")
     pair["gif"] = gif
-    n_tiles = len(sd.offsets) ** 2
     report: dict[str, Any] = {
         "ratio_pair": pair["ratio"],
         "max_rel_feature_diff": pair["max_rel_feature_diff"]["max"],
@@ -345,25 +344,12 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
         report["max_rel_feature_diff"] = max(report["max_rel_feature_diff"],
                                              wl["max_rel_feature_diff"]["max"])  # fmt: skip
         report["workload"] = wl
-    floor_frames = wl_frames if wl is not None else pair_frames
-    fl = floor_flops(models.unet, models.vae, models.dino, sd.config.layers,
-                     dino.config.layer, floor_frames, n_tiles)  # fmt: skip
-    report["floor"] = {"per_image_flops": fl, "frames": asdict(floor_frames),
-                       "definition": "VAE encoder + U-Net up to the last hooked module + DINOv2 "
-                       "up to the hooked block, once per distinct image; 'tiled' (faithful "
-                       "default, the floor used for the ratio) runs every tile, 'single_pass' "
-                       "the whole SD frame at once"}  # fmt: skip
-    part = wl if wl is not None else pair
-    n_img = args.images if wl is not None else 2
-    best = part[fast_name]
-    report["flops_ratio_to_floor"] = round(best["flops"] / (n_img * fl["tiled"]["total"]), 4)
-    report["baseline_flops_ratio_to_floor"] = round(
-        part["baseline"]["flops"] / (n_img * fl["tiled"]["total"]), 4
-    )
+    report.update(floor_part(models, sd, dino, pair, pair_frames, wl, wl_frames, fast_name))
     report["optimisations"] = optimisation_effects(pair, wl)
     if wl is not None:
         report["projection_spair_test"] = {
-            "ours": projection(wl[fast_name], args.images, args.pairs, spair_images=args.spair_images),
+            "ours": projection(wl[fast_name], len({i for p in wl["pairs"] for i in p}),
+                               args.pairs, spair_images=args.spair_images),
             "baseline": baseline_projection(wl["baseline"], args.pairs),
             "assumption": f"{args.spair_images} distinct test images (upper bound: 1,800 "
             "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
@@ -371,6 +357,31 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
         }  # fmt: skip
     report["cache"] = "sdcorr.eval.cache.FeatureCache (memory LRU, no disk)"
     return report
+
+
+def floor_part(models, sd, dino, pair, pair_frames, wl, wl_frames, fast_name) -> dict:
+    """Floor FLOPs per image (meta device) and our/the baseline's FLOPs relative to it."""
+    out: dict[str, Any] = {"floor": {
+        "definition": "VAE encoder + U-Net up to the last hooked module + DINOv2 up to the "
+        "hooked block, once per distinct image; 'tiled' (faithful default, the floor of the "
+        "ratios) runs every tile, 'single_pass' the whole SD frame as one latent",
+    }}  # fmt: skip
+    parts = {"pair": (pair, pair_frames, 2)}
+    if wl is not None:
+        distinct = len({i for p in wl["pairs"] for i in p})
+        parts["workload"] = (wl, wl_frames, distinct)
+    for name, (part, frames, n_img) in parts.items():
+        n_tiles = len(tile_offsets(frames.sd_frame, frames.sd_tile)) ** 2
+        fl = floor_flops(models.unet, models.vae, models.dino, sd.config.layers,
+                         dino.config.layer, frames, n_tiles)  # fmt: skip
+        floor = n_img * fl["tiled"]["total"]
+        out["floor"][name] = {"frames": asdict(frames), "images": n_img, "per_image_flops": fl}
+        part["flops_ratio_to_floor"] = round(part[fast_name]["flops"] / floor, 4)
+        part["baseline_flops_ratio_to_floor"] = round(part["baseline"]["flops"] / floor, 4)
+    last = parts["workload" if wl is not None else "pair"][0]
+    out["flops_ratio_to_floor"] = last["flops_ratio_to_floor"]
+    out["baseline_flops_ratio_to_floor"] = last["baseline_flops_ratio_to_floor"]
+    return out
 
 
 def workload_part(args, models, procs, paths, device, wl_frames, pair_frames, decoder) -> dict:

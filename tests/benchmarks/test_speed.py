@@ -65,7 +65,7 @@ def test_workload_reuse_and_projection(report):
     proj = report["projection_spair_test"]["ours"]
     expected = proj["spair_images"] * proj["per_image_s"] + proj["spair_pairs"] * proj["per_pair_s"]
     assert proj["projected_s"] == pytest.approx(expected, rel=1e-3, abs=0.5)
-    floor = report["floor"]["per_image_flops"]
+    floor = report["floor"]["workload"]["per_image_flops"]
     assert floor["tiled"]["total"] == sum(v for k, v in floor["tiled"].items() if k != "total")
 
 
