@@ -35,6 +35,7 @@ from speedkit.runs import (  # noqa: E402
 from sdcorr.config import MatchConfig  # noqa: E402
 from sdcorr.eval.cache import FeatureCache  # noqa: E402
 from sdcorr.features.accel import compile_blocks  # noqa: E402
+from sdcorr.features.dino import ViTExtractor  # noqa: E402
 from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402
 from sdcorr.match.dense import match_dense  # noqa: E402
 from sdcorr.match.sparse import transfer_points  # noqa: E402
@@ -151,6 +152,15 @@ def test_channels_last_and_compiled_blocks_equal_plain(models, images, ext):
     got = _sd_maps(fast, images[:1])
     for name in plain:
         assert _rel(got[name], plain[name]) < TOL
+
+
+def test_compiled_vit_blocks_equal_plain(models, images, ext):
+    _, dino = ext
+    fast = ViTExtractor(cast_copy(models.dino, torch.float32), dino.config)
+    fast.optimize(compile=True, backend="eager")
+    assert fast.hooked_module()._compiled_call_impl is None  # the hooked block stays eager
+    assert fast.model.encoder.layer[0]._compiled_call_impl is not None
+    assert _rel(fast(images[:1]).features, dino(images[:1]).features) < TOL
 
 
 def test_compile_keeps_hooked_modules_and_ancestors_eager(models):
