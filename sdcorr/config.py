@@ -43,7 +43,10 @@ class SDConfig:
         prompt: fixed prompt; ``None`` uses ``prompt_template`` with a category, else "".
         prompt_template: prompt used when a category is given and ``prompt`` is ``None``.
         seed: seed of the one fixed noise tensor (CPU generator).
-        batch_size: most tiles per U-Net/VAE forward.
+        batch_size: most tiles per U-Net forward (all tiles of several images at once).
+        vae_batch_size: most tiles per VAE-encoder forward within that batch (its
+            full-resolution activations dominate host memory: 8 tiles of 512² in fp32 peak at
+            about 10 GB of RSS with the model weights, 4 tiles at about 7 GB).
         early_exit: stop the U-Net right after the last hooked module.
     """
 
@@ -57,6 +60,7 @@ class SDConfig:
     prompt_template: str = "a photo of a {category}"
     seed: int = 42
     batch_size: int = 8
+    vae_batch_size: int = 4
     early_exit: bool = True
 
 

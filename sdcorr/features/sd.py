@@ -218,7 +218,9 @@ class SDFeatureExtractor:
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``(N, 3, T, T)`` in ``[0, 1]`` → VAE mean × scaling factor ``(N, 4, T/8, T/8)``."""
         x = (pixels.to(self.device, self.dtype) - 0.5) / 0.5
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        step = max(1, self.config.vae_batch_size)
+        means = [self.vae.encode(x[i : i + step]).latent_dist.mean for i in range(0, len(x), step)]
+        return torch.cat(means) * self.vae.config.scaling_factor
 
     @torch.inference_mode()
     def unet_features(
