@@ -1,5 +1,8 @@
 """The measured work: one pair (a) and a workload of pairs over recurring images (b).
 
+Raw features stay on the compute device, so the per-pair co-PCA (float64) and the similarity
+(fp32) run on the GPU when there is one.
+
 Both procedures share the loaded models and the same fusion (per-pair co-PCA) and matching
 code; they differ in how features are extracted (:class:`Ours`: tiles and images batched, early
 exit, cached prompt, per-image reuse through the SPair runner's feature cache, chunked
@@ -89,12 +92,12 @@ class Ours:
         self.decoder = None
 
     def extract_pair(self, images: Sequence[Any], category: str | None) -> list[ImageFeatures]:
-        """Both images (all their tiles) in one batch."""
-        return self.pipe.extract(list(images), category)
+        """Both images (all their tiles) in one batch; features kept on the compute device."""
+        return [f.to(self.sd.device) for f in self.pipe.extract(list(images), category)]
 
     def extract_one(self, path: Path, category: str | None) -> ImageFeatures:
-        """One image (what the SPair runner's cache calls)."""
-        return self.pipe.extract([path], category)[0]
+        """One image (what the SPair runner's cache calls), kept on the compute device."""
+        return self.pipe.extract([path], category)[0].to(self.sd.device)
 
 
 class Baseline:
@@ -113,11 +116,11 @@ class Baseline:
 
     def extract_pair(self, images: Sequence[Any], category: str | None) -> list[ImageFeatures]:
         """Each image on its own."""
-        return [self.ref.extract(im, category) for im in images]
+        return [self.extract_one(im, category) for im in images]
 
     def extract_one(self, path: Path, category: str | None) -> ImageFeatures:
-        """One image."""
-        return self.ref.extract(path, category)
+        """One image (features on the compute device, so fusion and matching run there)."""
+        return self.ref.extract(path, category).to(self.sd.device)
 
 
 def watch_models(clock: StageClock, proc: Ours | Baseline) -> None:
