@@ -46,7 +46,7 @@ class SDConfig:
         batch_size: most tiles per U-Net forward (all tiles of several images at once).
         vae_batch_size: most tiles per VAE-encoder forward within that batch (its
             full-resolution activations dominate host memory: 8 tiles of 512² in fp32 peak at
-            about 10 GB of RSS with the model weights, 4 tiles at about 7 GB).
+            about 10.5 GB of RSS with the model weights, 4 tiles at about 8 GB).
         early_exit: stop the U-Net right after the last hooked module.
     """
 
