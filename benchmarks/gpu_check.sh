@@ -5,7 +5,7 @@
 #      channels_last, SDPA) -> OUT_DIR/speed.json,
 #   3. the same pair with torch.compile (best effort, time-boxed) -> OUT_DIR/speed_compile.json.
 # Usage: bash benchmarks/gpu_check.sh OUT_DIR     (PYTHON=/path/to/python to pick the venv)
-# Exit codes: 0 all ran, 1 a step failed, 3 no CUDA device. How to read the output: docs/speed.md.
+# Exit codes: 0 all ran, 1 a step failed, 3 no CUDA device. How to read the output: README.md, section "Speed".
 set -uo pipefail
 
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}

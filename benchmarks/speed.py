@@ -11,7 +11,7 @@ memory for (a) one image pair and (b) a workload of N pairs over M recurring ima
   ``channels_last`` and optional ``torch.compile``, when any of those is on.
 
 Full-size random-weight models from the real configs are built unless ``--sd-model`` and
-``--dino-model`` give folders. See ``docs/speed.md``.
+``--dino-model`` give folders. See the README, section "Speed".
 
 Example:
     python benchmarks/speed.py --quick --json speed.json
