@@ -86,6 +86,8 @@ class SDDino:
         sd_model: str | None = None,
         config: PipelineConfig | None = None,
         attention: str = "sdpa",
+        channels_last: bool = False,
+        compile: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> SDDino:
         """Load the models of a preset (or of ``config``).
@@ -98,6 +100,8 @@ class SDDino:
             sd_model: hub id, alias or local folder replacing the preset's SD pipeline.
             config: a full :class:`PipelineConfig` used instead of the preset.
             attention: ``"sdpa"`` or ``"xformers"`` for the U-Net.
+            channels_last: store U-Net/VAE conv weights channels-last (for CUDA tensor cores).
+            compile: ``torch.compile`` the model blocks (hooked modules stay eager).
             progress: called with a short message before each model loads.
         """
         from .features.dino import ViTExtractor
@@ -113,10 +117,11 @@ class SDDino:
             note(f"loading Stable Diffusion ({cfg.sd.model})")
             sd = SDFeatureExtractor.from_pretrained(
                 cfg.sd.model, config=cfg.sd, device=device, dtype=dtype, attention=attention
-            )
+            ).optimize(channels_last=channels_last, compile=compile)
         if cfg.dino is not None:
             note(f"loading DINOv2 ({cfg.dino.model})")
             dino = ViTExtractor.from_config(cfg.dino, device=device, dtype=dtype)
+            dino.optimize(compile=compile)
         return cls(cfg, sd, dino)
 
     # ------------------------------------------------------------------ features

@@ -76,7 +76,9 @@ def test_tiny_models_identical_images_map_to_themselves(tiny_models) -> None:
         device="cpu",
         dino_model=str(tiny_models["dino"]),
         sd_model=str(tiny_models["sd"]),
+        channels_last=True,  # a speed switch: must not change what is matched
     )
+    assert pipe.sd.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     img = np.asarray(Image.open(EXAMPLES / "astronaut.jpg").convert("RGB"))
     fa, fb = pipe.features(img, img, category="person")
     assert torch.equal(fa.features, fb.features)
