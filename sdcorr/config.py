@@ -100,7 +100,7 @@ class MatchConfig:
     """Nearest-neighbour matching options (see :mod:`sdcorr.match.sparse`).
 
     Attributes:
-        mutual: keep only mutual nearest neighbours (others get score ``-inf``... flagged).
+        mutual: check whether each match is a mutual nearest neighbour (``Matches.mutual``).
         soft_argmax: refine each match by a windowed soft-argmax (GeoAware-SC).
         window: half-size of the soft-argmax window in cells (5 → 11x11).
         beta: softmax temperature of the soft-argmax.
