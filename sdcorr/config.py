@@ -142,13 +142,18 @@ PRESETS: dict[str, PipelineConfig] = {
 }
 
 
+def lookup(table: dict[str, Any], name: str, what: str = "preset") -> Any:
+    """``table[name]``, or a :class:`ConfigError` naming ``what`` and listing the valid names."""
+    try:
+        return table[name]
+    except KeyError:
+        valid = ", ".join(sorted(table))
+        raise ConfigError(f"unknown {what} '{name}' (valid: {valid})") from None
+
+
 def get_preset(name: str) -> PipelineConfig:
     """Return the named preset, or raise :class:`ConfigError` listing the valid names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        valid = ", ".join(sorted(PRESETS))
-        raise ConfigError(f"unknown preset '{name}' (valid: {valid})") from None
+    return lookup(PRESETS, name)
 
 
 def with_models(

@@ -51,12 +51,7 @@ class DenseFlow:
                 positions are interpolated between cell centres).
         """
         gb = self.geometry_b
-        ys, xs = torch.meshgrid(
-            torch.arange(gb.height, dtype=torch.float64),
-            torch.arange(gb.width, dtype=torch.float64),
-            indexing="ij",
-        )
-        pix = torch.stack([xs.flatten(), ys.flatten()], dim=1)
+        pix = _pixel_centres(gb)
         field = self.points_a()  # (h, w, 2)
         if mode == "nearest":
             cells = gb.to_cell(pix)
@@ -78,13 +73,18 @@ class DenseFlow:
     def valid_pixels(self) -> torch.Tensor:
         """``(Hb, Wb)`` bool: pixels of B whose cell was matched."""
         gb = self.geometry_b
-        ys, xs = torch.meshgrid(
-            torch.arange(gb.height, dtype=torch.float64),
-            torch.arange(gb.width, dtype=torch.float64),
-            indexing="ij",
-        )
-        cells = gb.to_cell(torch.stack([xs.flatten(), ys.flatten()], dim=1))
+        cells = gb.to_cell(_pixel_centres(gb))
         return self.valid[cells[:, 1], cells[:, 0]].view(gb.height, gb.width)
+
+
+def _pixel_centres(geo: Geometry) -> torch.Tensor:
+    """``(H * W, 2)`` float64 ``(x, y)`` of every pixel of the original image, row-major."""
+    ys, xs = torch.meshgrid(
+        torch.arange(geo.height, dtype=torch.float64),
+        torch.arange(geo.width, dtype=torch.float64),
+        indexing="ij",
+    )
+    return torch.stack([xs.flatten(), ys.flatten()], dim=1)
 
 
 def resample(fm: FeatureMap, n: int) -> FeatureMap:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..config import lookup
 from ..errors import ConfigError
 
 
@@ -213,11 +214,7 @@ PRESETS: dict[str, PretrainConfig] = {
 
 def get_preset(name: str) -> PretrainConfig:
     """The named preset, or :class:`ConfigError` listing the valid names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        valid = ", ".join(sorted(PRESETS))
-        raise ConfigError(f"unknown pretrain preset '{name}' (valid: {valid})") from None
+    return lookup(PRESETS, name, "pretrain preset")
 
 
 def to_dict(cfg: PretrainConfig) -> dict[str, Any]:
