@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random-weight models written once per session, the SPair fixture."""
+"""Shared fixtures: tiny random-weight models, the SPair fixture, the real DINOv2-S weights."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# The real SPair-71k subset ships with the tests (a copy of ../shared/data/spair-mini, 1.3 MB), so a
+# fresh clone runs every SPair test; SDCORR_SPAIR_MINI points the tests at another copy.
 SPAIR_MINI = Path(
+    os.environ.get("SDCORR_SPAIR_MINI", REPO / "tests" / "data" / "spair-mini" / "SPair-71k")
+)
+# Real DINOv2 ViT-S/14 weights (see its README): not in the repository (85 MB); the ``realweights``
+# tests skip cleanly without them. SDCORR_DINOV2_SMALL points at another folder.
+DINOV2_SMALL = Path(
     os.environ.get(
-        "SDCORR_SPAIR_MINI", REPO.parent / "shared" / "data" / "spair-mini" / "SPair-71k"
+        "SDCORR_DINOV2_SMALL", REPO.parent / "shared" / "models" / "dinov2-small-imgfocus"
     )
 )
 
@@ -26,10 +33,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def spair_root() -> Path:
-    """The real SPair-71k subset in the official layout (``../shared/data/spair-mini``)."""
+    """The real SPair-71k subset in the official layout (``tests/data/spair-mini``, 6 pairs)."""
     if not (SPAIR_MINI / "PairAnnotation").is_dir():
         pytest.skip(f"SPair fixture not found at {SPAIR_MINI}")
     return SPAIR_MINI
+
+
+@pytest.fixture(scope="session")
+def dinov2_small() -> Path:
+    """Folder of the real DINOv2 ViT-S/14 weights (``../shared/models/dinov2-small-imgfocus``).
+
+    Tests that use it are marked ``realweights``; they skip when the folder is absent.
+    """
+    if not (DINOV2_SMALL / "model.safetensors").is_file():
+        pytest.skip(f"real DINOv2-S weights not found at {DINOV2_SMALL}")
+    return DINOV2_SMALL
 
 
 @pytest.fixture(autouse=True)
