@@ -41,6 +41,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dino-frame", type=int, default=None, help="DINOv2 frame side (default 840; x14)"
     )
+    p.add_argument(
+        "--unet-weights",
+        default=None,
+        help="U-Net weights replacing the SD pipeline's: a file or hub repo:filename (CleanDIFT)",
+    )
+    p.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="feed clean latents to the U-Net (CleanDIFT; the timestep only conditions it)",
+    )
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -73,6 +83,10 @@ def override_config(cfg: PipelineConfig, args: argparse.Namespace) -> PipelineCo
             sd = replace(sd, frame=args.sd_frame)
         if args.sd_tile is not None:
             sd = replace(sd, tile_size=args.sd_tile or None)
+        if getattr(args, "unet_weights", None):
+            sd = replace(sd, unet_weights=args.unet_weights)
+        if getattr(args, "no_noise", False):
+            sd = replace(sd, noise=False)
         cfg = replace(cfg, sd=sd)
     if cfg.dino is not None and args.dino_frame is not None:
         cfg = replace(cfg, dino=replace(cfg.dino, frame=args.dino_frame))
