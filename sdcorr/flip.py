@@ -77,6 +77,14 @@ def mirror_mask(mask: Mask) -> Mask:
     return np.ascontiguousarray(np.asarray(mask)[:, ::-1])
 
 
+def as_mask(mask: Mask) -> Mask:
+    """A contiguous bool copy of a numpy mask (negative strides, e.g. ``m[:, ::-1]``, are not
+    accepted by torch); tensors and ``None`` pass through."""
+    if mask is None or isinstance(mask, torch.Tensor):
+        return mask
+    return np.ascontiguousarray(np.asarray(mask, dtype=bool))
+
+
 def _unit(fm: FeatureMap) -> FeatureMap:
     return FeatureMap(F.normalize(fm.features.float(), dim=1), fm.geometry)
 
@@ -107,8 +115,8 @@ def masked_distance(fa: FeatureMap, fb: FeatureMap, mask_a: Mask, mask_b: Mask) 
         mask_b: ``(Hb, Wb)`` bool mask of B.
     """
     ra, rb = resample(_unit(fa), DISTANCE_GRID), resample(_unit(fb), DISTANCE_GRID)
-    va = valid_cells(ra, mask_a, True)
-    vb = valid_cells(rb, mask_b, True)
+    va = valid_cells(ra, as_mask(mask_a), True)
+    vb = valid_cells(rb, as_mask(mask_b), True)
     if not va.any() or not vb.any():
         return float("inf")
     d, _ = _min_dist(_flat(ra)[va.to(ra.features.device)], _flat(rb)[vb.to(rb.features.device)])

@@ -8,7 +8,8 @@ GeoAware-SC a box-prompted SAM for the same job):
    clustered into ``k`` groups (k-means, k-means++ seeding from a fixed seed: deterministic);
 2. a cluster is foreground when its share of the image-border cells is less than ``ratio``
    times its share of all cells (it is rarely seen on the border);
-3. holes are filled (``scipy.ndimage``).
+3. when no cluster qualifies, the one least seen on the border is taken (never empty);
+4. holes are filled (``scipy.ndimage``).
 
 The first principal component of the tokens (sign chosen so the border is background), the
 first idea for this, was measured and rejected: with the real DINOv2-S weights on the 12
@@ -83,11 +84,16 @@ def foreground_grid(
     border = content_border(content)[content]
     labels = kmeans(x, clusters)
     fg = torch.zeros(len(x), dtype=torch.bool)
+    best, best_rel = None, float("inf")
     for j in labels.unique():
         member = labels == j
-        border_share = (member & border).sum() / border.sum()
-        if border_share < ratio * member.float().mean():
+        rel = float((member & border).sum() / border.sum() / member.float().mean())
+        if rel < ratio:
             fg |= member
+        if rel < best_rel:
+            best, best_rel = member, rel
+    if not fg.any():  # no cluster qualifies: the one least seen on the border (never empty)
+        fg = best
     grid = torch.zeros_like(content)
     grid[content] = fg
     filled = ndimage.binary_fill_holes(grid.numpy())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import PipelineConfig, get_preset, with_models
-from .flip import FlipDecision, decide, mirror_image, mirror_mask, mirror_points
+from .flip import FlipDecision, as_mask, decide, mirror_image, mirror_mask, mirror_points
 from .fusion import fuse_pair
 from .hub import resolve_model
 from .image import ImageLike, load_image
@@ -166,7 +166,7 @@ class SDDino:
         an image already seen (same pixels, category and mirroring) is not extracted again,
         and the misses are extracted in one batch."""
         pil = [mirror_image(im) if mirrored else load_image(im) for im in images]
-        keys = [(_pixel_key(im, mirrored), category) for im in pil]
+        keys = [(_pixel_key(im), category) for im in pil]
         if self.cache_size <= 0:
             return self.extract(pil, category)
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
@@ -223,7 +223,7 @@ class SDDino:
             from .masks import foreground_mask
 
             return foreground_mask(self._mask_source(feats))
-        return mask
+        return as_mask(mask)
 
     def _pair(
         self,
@@ -359,9 +359,10 @@ class _Pair:
         return self.decision is not None and self.decision.flipped
 
 
-def _pixel_key(image: Any, mirrored: bool) -> str:
-    """Content key of a decoded image: sha1 of size, mode and pixels (and the mirror flag)."""
-    h = hashlib.sha1(f"{image.size}{image.mode}{mirrored}".encode())
+def _pixel_key(image: Any) -> str:
+    """Content key of a decoded (and possibly mirrored) image: sha1 of size, mode and pixels,
+    so a mirror given as B and the mirror made for flip alignment share one entry."""
+    h = hashlib.sha1(f"{image.size}{image.mode}".encode())
     h.update(image.tobytes())
     return h.hexdigest()
 
