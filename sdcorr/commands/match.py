@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,8 @@ def _match_with_images(
     """Flip alignment and/or automatic masks: through the pipeline's image-level methods
     (the features computed in the previous step come from its cache)."""
     pipe, a, b = st["pipe"], st["img_a"], st["img_b"]
+    if flip:  # recorded in the JSON's config
+        pipe.config = replace(pipe.config, match=replace(pipe.config.match, flip_align=True))
     masks = {k: st[k] for k in ("mask_a", "mask_b")}
     soft = args.soft_argmax or pipe.config.match.soft_argmax
     st["matches"] = pipe.match_points(
