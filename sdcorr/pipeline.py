@@ -143,15 +143,17 @@ class SDDino:
 
     # ------------------------------------------------------------------ features
     def extract(
-        self, images: Sequence[ImageLike], category: Categories = None
+        self, images: Sequence[ImageLike], category: Categories = None, mirrored: bool = False
     ) -> list[ImageFeatures]:
         """Raw per-image features (before the per-pair PCA), one :class:`ImageFeatures` each.
 
         Args:
             images: paths, PIL images, arrays or tensors.
             category: one category for all images or one per image (SD prompt).
+            mirrored: extract the horizontal mirrors of the images (for flip alignment).
         """
-        images = [load_image(im) for im in images]  # decode each file once for both branches
+        load = mirror_image if mirrored else load_image
+        images = [load(im) for im in images]  # decode each file once for both branches
         maps: dict[str, FeatureMap] = {}
         if self.sd is not None:
             maps.update(self.sd(images, category))
@@ -163,8 +165,8 @@ class SDDino:
         self, images: Sequence[ImageLike], category: str | None = None, mirrored: bool = False
     ) -> list[ImageFeatures]:
         """Like :meth:`extract` (of the mirrored images when ``mirrored``), through the cache:
-        an image already seen (same pixels, category and mirroring) is not extracted again,
-        and the misses are extracted in one batch."""
+        an image already seen (same pixels after any mirroring, same category) is not
+        extracted again, and the misses are extracted in one batch."""
         pil = [mirror_image(im) if mirrored else load_image(im) for im in images]
         keys = [(_pixel_key(im), category) for im in pil]
         if self.cache_size <= 0:
@@ -198,9 +200,9 @@ class SDDino:
         self, image: ImageLike, category: str | None = None, mirrored: bool = False
     ) -> np.ndarray:
         """Automatic ``(H, W)`` bool foreground mask of ``image`` (of its mirror when
-        ``mirrored``) from its DINO tokens (the finest SD layer without a DINO branch): first
-        principal component, sign chosen so the border is background (see
-        :mod:`sdcorr.masks`). Served from the feature cache when the image was just matched."""
+        ``mirrored``) from its DINO tokens (the finest SD layer without a DINO branch): token
+        clusters rarely seen on the image border (see :mod:`sdcorr.masks`). Served from the
+        feature cache when the image was just matched."""
         from .masks import foreground_mask
 
         return foreground_mask(
@@ -237,13 +239,25 @@ class SDDino:
         """Fused maps and masks of (A, B), and of (mirror(A), B) when flip alignment decides
         for the mirror."""
         ra, rb = self.image_features([img_a, img_b], category)
+        mirror = lambda: self.image_features([img_a], category, mirrored=True)[0]  # noqa: E731
+        return self._pair_raw(ra, rb, mirror, mask_a, mask_b, flip_align)
+
+    def _pair_raw(
+        self,
+        ra: ImageFeatures,
+        rb: ImageFeatures,
+        mirror: Callable[[], ImageFeatures],
+        mask_a: MaskLike,
+        mask_b: MaskLike,
+        flip_align: bool,
+    ) -> _Pair:
         ma = self._resolve_mask(mask_a, ra)
         mb = self._resolve_mask(mask_b, rb)
         fa, fb = self.fuse(ra, rb)
         pair = _Pair(fa, fb, ma, mb)
         if not flip_align:
             return pair
-        (rm,) = self.image_features([img_a], category, mirrored=True)
+        rm = mirror()
         mm = self._resolve_mask(mask_a, rm) if isinstance(mask_a, str) else mirror_mask(ma)
         fm, fbm = self.fuse(rm, rb)
         decision = decide(fa, fb, fm, fbm, ma, mb, mm)
@@ -279,6 +293,44 @@ class SDDino:
         cfg = replace(self.config.match, **match)
         return transfer_points(fa, fb, points_a, cfg, mask_a=mask_a, mask_b=mask_b)
 
+    def match_raw(
+        self,
+        ra: ImageFeatures,
+        rb: ImageFeatures,
+        points_a: torch.Tensor | np.ndarray | list,
+        mirror: ImageFeatures | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
+        **match: Any,
+    ) -> Matches:
+        """:meth:`match_points` on raw per-image features (e.g. from a feature cache).
+
+        Args:
+            ra: raw features of A (:meth:`extract`).
+            rb: raw features of B.
+            points_a: ``(K, 2)`` ``(x, y)`` in A's original pixels.
+            mirror: raw features of A's mirror (``extract([A], mirrored=True)``), needed when
+                flip alignment is on.
+            mask_a: ``(Ha, Wa)`` bool, ``"auto"`` or ``None``.
+            mask_b: ``(Hb, Wb)`` bool, ``"auto"`` or ``None``.
+            match: :class:`~sdcorr.config.MatchConfig` overrides (``flip_align``, ...).
+        """
+        cfg = replace(self.config.match, **match)
+        if cfg.flip_align and mirror is None:
+            raise ValueError("flip alignment needs the raw features of A's mirror")
+        pair = self._pair_raw(ra, rb, lambda: mirror, mask_a, mask_b, cfg.flip_align)
+        return self._match_pair(pair, points_a, match)
+
+    def _match_pair(self, pair: _Pair, points_a: Any, match: dict[str, Any]) -> Matches:
+        if not pair.flipped:
+            return self.match_fused(pair.fa, pair.fb, points_a, pair.mask_a, pair.mask_b, **match)
+        geo = pair.fa.geometry[0]  # the mirror's: same size as A
+        pts = geo.check_inside(points_a, "points of A")
+        m = self.match_fused(
+            pair.fa, pair.fb, mirror_points(pts, geo.width), pair.mask_a, pair.mask_b, **match
+        )
+        return replace(m, points_a=pts.float(), flipped=True)
+
     def match_points(
         self,
         img_a: ImageLike,
@@ -309,14 +361,7 @@ class SDDino:
         """
         cfg = replace(self.config.match, **match)
         pair = self._pair(img_a, img_b, category, mask_a, mask_b, cfg.flip_align)
-        if not pair.flipped:
-            return self.match_fused(pair.fa, pair.fb, points_a, pair.mask_a, pair.mask_b, **match)
-        width = load_image(img_a).width
-        pts = torch.as_tensor(np.asarray(points_a, dtype=np.float64))
-        m = self.match_fused(
-            pair.fa, pair.fb, mirror_points(pts, width), pair.mask_a, pair.mask_b, **match
-        )
-        return replace(m, points_a=pts.float(), flipped=True)
+        return self._match_pair(pair, points_a, match)
 
     def match_dense(
         self,

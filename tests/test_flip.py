@@ -126,6 +126,13 @@ def test_tiny_pipeline_flips_for_a_mirror_and_not_for_itself(tiny_pipe, masks) -
     same = pipe.match_points(img, img, pts, mask_a=ma, mask_b=ma, flip_align=True)
     assert not same.flipped and pipe.dino.images == 2
     assert not pipe.match_points(img, mirrored, pts, mask_a=ma, mask_b=mb).flipped  # option off
+    # the same from raw per-image features (what a feature cache holds)
+    ra, rb = pipe.extract([img, mirrored])
+    (rm,) = pipe.extract([img], mirrored=True)
+    raw = pipe.match_raw(ra, rb, pts, mirror=rm, mask_a=ma, mask_b=mb, flip_align=True)
+    assert raw.flipped and torch.equal(raw.points_b, m.points_b)
+    with pytest.raises(ValueError, match="mirror"):
+        pipe.match_raw(ra, rb, pts, flip_align=True)
 
 
 def test_dense_flow_with_flip_points_into_the_unmirrored_source(tiny_pipe) -> None:
