@@ -173,4 +173,10 @@ def test_real_dinov2_mirror_is_detected_and_keypoints_land_on_their_mirror(
     cell = geo.stride * img.width / geo.resized[0]
     err = (m.points_b.double() - mirror_points(kps, img.width)).abs().max()
     assert err <= cell, f"max error {err:.1f} px > one cell ({cell:.1f} px)"
+    d_mirror = real_pipe.flip_decision(img, mirror_image(img))
+    d_self = real_pipe.flip_decision(img, img)
+    print(f"{len(kps)} keypoints, max error {err:.2f} px (cell {cell:.2f} px); distances "
+          f"mirror {d_mirror.distance:.3f}/{d_mirror.distance_flipped:.3f}, "
+          f"self {d_self.distance:.3f}/{d_self.distance_flipped:.3f}")  # fmt: skip
+    assert not d_self.flipped
     assert not real_pipe.match_points(img, img, kps, flip_align=True).flipped
