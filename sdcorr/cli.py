@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "match": "sdcorr.commands.match",
     "extract": "sdcorr.commands.extract",
     "download": "sdcorr.commands.download",
+    "demo": "sdcorr.commands.demo",
     "pretrain": "sdcorr.pretrain.cli",
 }
 
