@@ -42,10 +42,9 @@ def import_gradio():
 
 
 def run(args: argparse.Namespace) -> int:
+    import_gradio()  # before anything imports it, and before any model loads
     from ..demo.app import build_app
     from ..demo.session import DemoSession
-
-    import_gradio()
 
     def loader(preset: str):
         return load_pipeline(argparse.Namespace(**{**vars(args), "preset": preset}))

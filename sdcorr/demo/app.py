@@ -1,4 +1,4 @@
-"""The Gradio page of ``sdcorr demo`` (needs the ``sdcorr[demo]`` extra).
+"""The Gradio page of ``sdcorr demo`` (needs the ``sdcorr[demo]`` extra; imports Gradio).
 
 Layout: two image inputs (upload, or the bundled examples), preset and category controls, and
 two tabs. *Match*: click a point on A; B shows its match (a magenta disc) and B's similarity heat
@@ -12,9 +12,13 @@ pixels, with the server's preset and category (see the README for a ``gradio_cli
 
 from __future__ import annotations
 
+import functools
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import gradio as gr  # the page's event signatures (gr.SelectData, gr.Progress) need it here
 
 from ..config import PRESETS
 from ..errors import SdcorrError
@@ -37,9 +41,9 @@ def build_app(session: DemoSession, title: str = "sdcorr: semantic correspondenc
         session: models, feature cache and matching.
         title: page title.
     """
-    import gradio as gr
 
     def _wrap(fn):
+        @functools.wraps(fn)  # Gradio reads the signature (SelectData, Progress) through it
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
@@ -59,7 +63,7 @@ def build_app(session: DemoSession, title: str = "sdcorr: semantic correspondenc
     def click(a, b, preset, category, evt: gr.SelectData):
         x, y = evt.index
         shown_a, shown_b, heat, result = session.click(a, b, x, y, preset, category)
-        return shown_a, shown_b, heat, result
+        return shown_a, shown_b, heat, json.dumps(result)
 
     def swap(a, b, preset, category, progress=gr.Progress()):  # noqa: B008
         if not a or not b:
@@ -97,7 +101,7 @@ def build_app(session: DemoSession, title: str = "sdcorr: semantic correspondenc
                     label="B: similarity to the point", interactive=False, format="png",
                     elem_id="heat-b",
                 )  # fmt: skip
-            result = gr.JSON(label="Match (B's pixels)", elem_id="result")
+            result = gr.Textbox(label="Match: A's point and B's (x, y), score", elem_id="result")
         with gr.Tab("Features"):
             pca = gr.Image(label="Joint PCA colours (A | B)", interactive=False, format="png")
             swap_btn = gr.Button("Make the swap animation")
