@@ -113,3 +113,12 @@ def test_point_off_a_is_rejected(session):
 
     with pytest.raises(PointsError, match="outside"):
         session.match(A, B, 900, 10)
+
+
+def test_preset_with_missing_models_is_a_one_line_error(session):
+    from sdcorr.errors import SdcorrError
+
+    with pytest.raises(SdcorrError) as err:  # "sd" needs Stable Diffusion; the hub is offline
+        session.match(A, B, 1, 1, preset="sd")
+    assert "\n" not in str(err.value)
+    assert session.match(A, B, 1, 1)["score"] > 0  # the loaded preset still works
