@@ -40,6 +40,7 @@ def pairs_file(tmp_path: Path) -> Path:
     return f
 
 
+@pytest.mark.slow
 def test_pairs_extract_each_image_once_and_equal_single_runs(
     pairs_file, tiny_models, tmp_path, capsys
 ) -> None:
@@ -49,13 +50,13 @@ def test_pairs_extract_each_image_once_and_equal_single_runs(
     common = ["--points", str(pts), "--preset", "dino", "--dense-grid", "40", *SMALL,
               *_models(tiny_models)]  # fmt: skip
     rc = main(["-q", "match", "--pairs", str(pairs_file), "--out-dir", str(out),
-               "--flow", "flow.npz", *common])  # fmt: skip
+               "--flow", "flow.npz", "--pca", "pca.png", *common])  # fmt: skip
     assert rc == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("3 pairs, 3 images extracted, 6 files written to ")
+    assert summary.startswith("3 pairs, 3 images extracted, 9 files written to ")
     names = ["astro-grace", "grace-dog one", "dog one-astro"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{n}.json" for n in names] + [f"{n}-flow.npz" for n in names]
+        [f"{n}{suffix}" for n in names for suffix in (".json", "-flow.npz", "-pca.png")]
     )
     imgs = pairs_file.parent / "imgs"
     for name, (a, b) in zip(
@@ -68,6 +69,7 @@ def test_pairs_extract_each_image_once_and_equal_single_runs(
         assert batch == json.loads(single.read_text())
     with np.load(out / "astro-grace-flow.npz") as z:
         assert z["flow"].shape == (600, 512, 2)
+    assert Image.open(out / "grace-dog one-pca.png").size == (512 + 500, 600)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ call, as the evaluation does); the fused pair is kept too, so a further click on
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -61,12 +62,17 @@ class DemoSession:
         self._pipes: dict[str, SDDino] = {}
         self._caches: dict[str, FeatureCache] = {}
         self._pairs: OrderedDict[tuple, tuple[FeatureMap, FeatureMap]] = OrderedDict()
+        self._lock = threading.RLock()  # Gradio runs events in worker threads
         self.pipeline(preset)  # load the default models now, not on the first click
 
     # ------------------------------------------------------------------ models and features
     def pipeline(self, preset: str | None = None) -> SDDino:
         """The pipeline of ``preset`` (loaded on first use; a failed load is a one-line error)."""
         preset = preset or self.preset
+        with self._lock:
+            return self._pipeline(preset)
+
+    def _pipeline(self, preset: str) -> SDDino:
         if preset not in self._pipes:
             try:
                 self._pipes[preset] = self._loader(preset)
@@ -96,7 +102,13 @@ class DemoSession:
         progress: Progress = _no_progress,
     ) -> tuple[FeatureMap, FeatureMap]:
         """Fused ``(1, D, h, w)`` maps of A and B (each image extracted at most once)."""
-        preset = preset or self.preset
+        with self._lock:
+            return self._fused(path_a, path_b, preset or self.preset, category, progress)
+
+    def _fused(
+        self, path_a: str | Path, path_b: str | Path, preset: str, category: str | None,
+        progress: Progress,
+    ) -> tuple[FeatureMap, FeatureMap]:  # fmt: skip
         key = (str(path_a), str(path_b), preset, category or None)
         if key in self._pairs:
             self._pairs.move_to_end(key)

@@ -70,6 +70,7 @@ def _check_endpoint(url: str, options: list[str], tmp_path: Path) -> None:
         assert got["score"] == pytest.approx(score, abs=1e-6)
 
 
+@pytest.mark.slow  # the server subprocess takes 20-40 s to start on 2 busy cores
 def test_match_endpoint_equals_cli_points_tiny(tiny_server, tiny_models, tmp_path) -> None:
     _check_endpoint(tiny_server, tiny_options(tiny_models), tmp_path)
 
@@ -90,6 +91,12 @@ def _chromium() -> str:
     if not path:
         pytest.skip("no Chromium installed (apt-get install chromium, or set SDCORR_CHROMIUM)")
     return path
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Path of the system Chromium (skips first, before any server starts)."""
+    return _chromium()
 
 
 def _drive_page(url: str, shot: Path) -> None:
@@ -127,7 +134,8 @@ def _drive_page(url: str, shot: Path) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_click_in_browser_marks_the_endpoints_match(tiny_server, tmp_path) -> None:
+@pytest.mark.slow
+def test_click_in_browser_marks_the_endpoints_match(chromium, tiny_server, tmp_path) -> None:
     _drive_page(tiny_server, tmp_path / "demo.png")
 
 
