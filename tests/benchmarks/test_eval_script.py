@@ -178,7 +178,7 @@ def test_inclusive_comparison_counts_the_edge(tmp_path, spair_root) -> None:
     with open(tmp_path / "p.jsonl", "w") as f:
         for p in pairs:  # exactly 0.5 · L to the right (integers and halves: exact)
             x1, y1, x2, y2 = p.trg_bbox
-            pred = p.trg_kps + [0.5 * max(x2 - x1, y2 - y1), 0]
+            pred = p.trg_kps + np.array([0.5 * max(x2 - x1, y2 - y1), 0.0])
             f.write(json.dumps({"pair": p.name, "pred_kps": pred.tolist()}) + "\n")
     base = ["--dataset", "spair", "--root", str(spair_root), "--predictions", str(tmp_path / "p.jsonl"),
             "--alphas", "0.5", "-q"]  # fmt: skip

@@ -128,7 +128,7 @@ def test_tss_pairs_are_target_to_source() -> None:
     assert [p.prompt_name for p in pairs[::2]] == ["car", "horse", "bus", "aeroplane"]
     shift = pairs[2]  # JODS/horse_shift: TSS source image1, target image2 (8 px to the right)
     assert shift.src_image.name == "image2.png" and shift.trg_image.name == "image1.png"
-    np.testing.assert_array_equal(shift.trg_kps, shift.src_kps - [8.0, 0.0])
+    np.testing.assert_array_equal(shift.trg_kps, shift.src_kps - np.array([8.0, 0.0]))
     assert shift.trg_size == Image.open(shift.trg_image).size  # threshold: TSS source's side
     mirror = pairs[0]
     w = mirror.src_size[0]
