@@ -210,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
         predict = load_predictions(args.predictions, pairs)
     else:
         predict = model_predictor(args, cfg, local_rank)
+        if spec.dense:  # TSS: sd-dino's nearest-neighbour flow, resized bilinearly
+            from sdcorr.eval.tss import FlowPredictor
+
+            predict = FlowPredictor(predict)
         stats = lambda: dict(predict.cache.stats)  # noqa: E731
     evaluate(pairs, predict, args.out, config, args.alphas, args.threshold, args.quiet, stats,
              inclusive=args.compare == "le", compact=spec.dense)  # fmt: skip

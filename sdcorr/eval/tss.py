@@ -24,8 +24,10 @@ reference's ``PCK_*_per_image``; the table's categories are the three subsets. P
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..errors import DatasetError
@@ -124,3 +126,102 @@ def _pair(root: Path, subset: str, folder: Path, src: int, trg: int) -> SPairPai
         trg_bbox=(0.0, 0.0, float(w), float(h)),
         prompt_name=object_class(subset, folder.name),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- flow prediction
+def _cell_flow(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    """``(2, n, n)`` nearest-neighbour displacement in cells, target cell → source cell.
+
+    ``fa`` is the target's ``(D, n, n)`` descriptor map, ``fb`` the source's; every cell of
+    the source is a candidate (as the reference's ``torch.cdist`` over all 60x60 cells).
+    """
+    d, n, _ = fa.shape
+    a = torch.nn.functional.normalize(fa.reshape(d, -1).T.float(), dim=1)
+    b = torch.nn.functional.normalize(fb.reshape(d, -1).T.float(), dim=1)
+    idx = torch.cat([(chunk @ b.T).argmax(dim=1) for chunk in a.split(4096)])
+    gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    return torch.stack([(idx % n).reshape(n, n) - gx, (idx // n).reshape(n, n) - gy]).float()
+
+
+def _bilinear(field: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(K, C)`` samples of ``(C, n, n)`` at continuous cell coordinates (edge-clamped)."""
+    n = field.shape[-1]
+    u, v = u.clamp(0, n - 1), v.clamp(0, n - 1)
+    u0, v0 = u.floor().long().clamp(max=n - 2), v.floor().long().clamp(max=n - 2)
+    if n == 1:
+        return field[:, 0, 0].expand(len(u), -1)
+    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+    f = field.permute(1, 2, 0)
+    top = f[v0, u0] * (1 - fu) + f[v0, u0 + 1] * fu
+    bottom = f[v0 + 1, u0] * (1 - fu) + f[v0 + 1, u0 + 1] * fu
+    return top * (1 - fv) + bottom * fv
+
+
+def reference_flow_points(
+    fa: torch.Tensor,
+    fb: torch.Tensor,
+    size_a: tuple[int, int],
+    size_b: tuple[int, int],
+    points: np.ndarray,
+) -> np.ndarray:
+    """Predicted source positions of target pixels by sd-dino's ``nearest_neighbor_flow``.
+
+    The reference finds, for each target cell, the nearest source cell, takes the displacement
+    in cells, resizes that field bilinearly (``align_corners=False``) to ``L x L`` pixels with
+    ``L = max(W, H)``, scales it by ``L / n`` and crops the centred padding. Here the
+    displacement of a cell is taken in pixels between the two cells' centres, each mapped to its
+    own image (identical to the reference's when, as there, both images have the same size).
+
+    Args:
+        fa: ``(D, n, n)`` fused descriptors of the target (the TSS image with the mask).
+        fb: ``(D, n, n)`` fused descriptors of the source.
+        size_a: target ``(W, H)``; size_b: source ``(W, H)``.
+        points: ``(K, 2)`` target pixels ``(x, y)``.
+
+    Returns:
+        ``(K, 2)`` predicted ``(x, y)`` in the source's original pixels.
+    """
+    n = fa.shape[-1]
+    flow = _cell_flow(fa, fb)
+
+    def centre_px(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        side = max(size)
+        off = torch.tensor([(side - size[0]) // 2, (side - size[1]) // 2], dtype=torch.float32)
+        return (cells + 0.5) * side / n - 0.5 - off[:, None, None]
+
+    gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    grid = torch.stack([gx, gy]).float()
+    flow_px = centre_px(grid + flow, size_b) - centre_px(grid, size_a)  # (2, n, n)
+    side_a = max(size_a)
+    pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
+    off_a = torch.tensor([(side_a - size_a[0]) // 2, (side_a - size_a[1]) // 2])
+    uv = (pts + off_a + 0.5) * n / side_a - 0.5  # the resize's sample position, in cells
+    return (pts + _bilinear(flow_px, uv[:, 0], uv[:, 1])).double().numpy()
+
+
+class FlowPredictor:
+    """sd-dino's dense TSS prediction over a cached ``ModelPredictor``'s pipeline.
+
+    Called on a TSS record (``src_image`` = TSS target, ``trg_image`` = TSS source) it fuses the
+    two images' features and returns :func:`reference_flow_points` of the record's points.
+    """
+
+    def __init__(self, base: Any) -> None:
+        """``base``: a :class:`sdcorr.eval.runner.ModelPredictor` (its pipeline and cache)."""
+        self.base = base
+
+    @property
+    def cache(self) -> Any:
+        """The base predictor's feature cache (for the runner's counters)."""
+        return self.base.cache
+
+    def __call__(self, pair: SPairPair) -> np.ndarray:
+        """``(K, 2)`` predicted positions in the TSS source of the target's foreground pixels."""
+        cat = pair.prompt_name if self.base.use_category else None
+        fa, fb = self.base.pipe.fuse(
+            self.base.cache.get(pair.src_image, cat), self.base.cache.get(pair.trg_image, cat)
+        )
+        return reference_flow_points(
+            fa.features[0].detach().cpu(), fb.features[0].detach().cpu(),
+            pair.src_size, pair.trg_size, pair.src_kps,
+        )  # fmt: skip

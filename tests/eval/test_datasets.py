@@ -168,3 +168,42 @@ def test_selection_with_and_without_replacement() -> None:
     assert [p.name for p in drawn[:3]] == expected and len(drawn) == 9
     with pytest.raises(DatasetError, match="unknown categories"):
         load_pairs("tss", TSS, categories=["car"])
+
+
+def _reference_nn_flow(fa, fb, w: int, h: int):
+    """sd-dino's ``nearest_neighbor_flow`` (pck_tss.py), rewritten from its description:
+    per target cell the nearest source cell (L2 on unit descriptors), displacement in cells,
+    bilinear resize to L x L, times L / n, centred crop to H x W. Returns ``(H, W, 2)``."""
+    import torch
+    import torch.nn.functional as F
+
+    d, n, _ = fa.shape
+    a = F.normalize(fa.reshape(d, -1).T, dim=1)
+    b = F.normalize(fb.reshape(d, -1).T, dim=1)
+    idx = torch.cdist(a, b).argmin(dim=1).reshape(n, n)
+    gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    flow = torch.stack([(idx % n) - gx, (idx // n) - gy]).float()[None]
+    side = max(w, h)
+    flow = F.interpolate(flow, size=(side, side), mode="bilinear", align_corners=False)
+    flow = flow * side / n
+    if side == h:
+        flow = flow[:, :, :, (side - w) // 2 : (side - w) // 2 + w]
+    else:
+        flow = flow[:, :, (side - h) // 2 : (side - h) // 2 + h, :]
+    return flow[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize(("w", "h"), [(40, 30), (30, 45), (36, 36)])
+def test_tss_flow_prediction_equals_the_reference_formula(w, h) -> None:
+    import torch
+
+    from sdcorr.eval.tss import reference_flow_points
+
+    g = torch.Generator().manual_seed(0)
+    fa, fb = torch.randn(8, 6, 6, generator=g), torch.randn(8, 6, 6, generator=g)
+    ys, xs = np.mgrid[0:h, 0:w]
+    pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    pred = reference_flow_points(fa, fb, (w, h), (w, h), pts)
+    flow = _reference_nn_flow(fa, fb, w, h)
+    np.testing.assert_allclose(pred - pts, flow[ys.ravel(), xs.ravel()], atol=1e-4)
+    assert np.abs(flow).max() > 1  # a non-trivial flow
