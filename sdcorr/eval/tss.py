@@ -87,6 +87,8 @@ def load_tss(root: str | Path, split: str = "test") -> list[SPairPair]:
     if split not in SPLITS:
         raise DatasetError(f"unknown TSS split '{split}' (valid: {', '.join(SPLITS)})")
     root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"TSS not found at {root}: {HELP}")
     subsets = SUBSETS if split == "test" else (split,)
     for s in subsets:
         if not (root / s).is_dir():

@@ -150,6 +150,8 @@ def test_tss_errors(tmp_path) -> None:
     with pytest.raises(DatasetError, match="has no JODS/ folder"):
         load_pairs("tss", root)
     assert len(load_pairs("tss", root, "PASCAL")) == 4
+    with pytest.raises(DatasetError, match="TSS not found at"):
+        load_pairs("tss", tmp_path / "none")
 
 
 def test_selection_with_and_without_replacement() -> None:
