@@ -194,8 +194,8 @@ def model_predictor(args: argparse.Namespace, cfg: Any, local_rank: int) -> Mode
 def run(args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say; return the exit status.
 
-    Order: options, dataset (every file and row), output folder (resume check): all before
-    any model loads, so every user error costs seconds.
+    Order: options, dataset (every file and row), predictions file, output folder (resume
+    check): all before any model loads, so every user error costs seconds.
     """
     check_options(args)
     _, _, local_rank = init_distributed()
@@ -204,10 +204,11 @@ def run(args: argparse.Namespace) -> int:
                        args.limit, args.seed, args.sample_with_replacement, args.layout)  # fmt: skip
     cfg = None if args.predictions else pipeline_config(args)
     config = run_config(args, len(pairs), cfg)
+    preds = load_predictions(args.predictions, pairs) if args.predictions else None
     check_out_dir(args.out, config)
     stats = None
-    if args.predictions:
-        predict = load_predictions(args.predictions, pairs)
+    if preds is not None:
+        predict = preds
     else:
         predict = model_predictor(args, cfg, local_rank)
         if spec.dense:  # TSS: sd-dino's nearest-neighbour flow, resized bilinearly
