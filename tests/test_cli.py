@@ -325,3 +325,13 @@ def test_extract_names_and_interrupt_leave_all_or_nothing(tiny_models, tmp_path,
                "--device", "cpu", *_models(tiny_models)])  # fmt: skip
     assert rc == 130 and len(calls) == 2
     assert list(out.iterdir()) == []  # the first image's file was not left alone
+
+
+def test_pretrain_without_its_extra_says_so_in_one_line(tmp_path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "kornia" else real(name, *a))  # fmt: skip
+    _fails(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run")], tmp_path, capsys,
+           "needs kornia: pip install 'sdcorr[pretrain]'")  # fmt: skip
