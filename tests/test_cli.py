@@ -335,3 +335,19 @@ def test_pretrain_without_its_extra_says_so_in_one_line(tmp_path, capsys, monkey
                         lambda name, *a: None if name == "kornia" else real(name, *a))  # fmt: skip
     _fails(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run")], tmp_path, capsys,
            "needs kornia: pip install 'sdcorr[pretrain]'")  # fmt: skip
+
+
+def test_default_grid_falls_back_to_every_cell_on_a_thin_image(caplog) -> None:
+    """A 1000x30 image fits one 14-px cell row pair at 840, none on the every-4th-cell grid."""
+    import torch
+
+    from sdcorr.commands.match import _grid_points
+    from sdcorr.image import Geometry
+    from sdcorr.types import FeatureMap
+
+    geo = Geometry(1000, 30, 840, 14)
+    assert len(geo.grid_points(4)) == 0  # what used to give zero matches without a word
+    fa = FeatureMap(torch.zeros(1, 4, 60, 60), (geo,))
+    with caplog.at_level("WARNING", logger="sdcorr"):
+        pts = _grid_points(fa, 4)
+    assert len(pts) == 2 * 60 and "using every cell" in caplog.text
