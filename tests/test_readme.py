@@ -35,7 +35,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci = ci_commands()
     assert ci[-1] == second  # the last thing CI runs is the README's command, verbatim
     installs = [c for c in ci[:-1] if c.startswith("pip install")]
-    assert installs == ["pip install torch --index-url https://download.pytorch.org/whl/cpu"]
+    assert installs == ["pip install torch==2.13.0"]  # the CPU build CI's package index serves
 
 
 def test_readme_says_how_to_get_a_cpu_torch_and_the_weights_licences() -> None:
