@@ -88,7 +88,7 @@ def _per_pair_outputs(args: argparse.Namespace, out_dir: Path, name: str) -> dic
     }
 
 
-def _validate(args: argparse.Namespace) -> tuple[list[PairJob], Path, torch.Tensor | None]:
+def _validate(args: argparse.Namespace) -> tuple[list[PairJob], Path, torch.Tensor | None, Any]:
     if args.image_a or args.image_b:
         raise OutputError("give either two images or --pairs, not both")
     if not args.out_dir:
@@ -99,7 +99,16 @@ def _validate(args: argparse.Namespace) -> tuple[list[PairJob], Path, torch.Tens
         raise OutputError("with --pairs every pair's JSON goes to --out-dir; drop --json")
     if args.out and Path(args.out).suffix.lower() not in (".gif", ".png"):
         raise OutputError(f"--out must end in .gif or .png, got {args.out}")
+    from .common import check_fits, resolve_config
+
+    config = resolve_config(args)
     jobs = read_pairs(args.pairs)
+    for job in jobs:
+        for img in (job.image_a, job.image_b):
+            try:
+                check_fits(config, load_image(img).size, str(img))
+            except SdcorrError as err:
+                raise PairsFileError(f"{args.pairs}:{job.line}: {err}") from None
     points = None
     if args.points:
         from .match import _read_points
@@ -116,7 +125,7 @@ def _validate(args: argparse.Namespace) -> tuple[list[PairJob], Path, torch.Tens
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out-dir is not a folder: {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return jobs, out_dir, points
+    return jobs, out_dir, points, config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..eval.cache import FeatureCache
-    from .common import load_pipeline
+    from .common import Outputs, load_pipeline
     from .match import _STEPS
 
-    jobs, out_dir, points = _validate(args)
+    jobs, out_dir, points, config = _validate(args)
     t0 = time.perf_counter()
-    pipe = load_pipeline(args)
+    pipe = load_pipeline(args, config)
     cache = FeatureCache(lambda p, cat: pipe.extract([p], category=cat)[0], size=64)
     written = 0
     for job in tqdm(jobs, desc="sdcorr match --pairs", unit="pair", disable=args.quiet or None):
@@ -143,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             "pipe": pipe, "fa": fa, "fb": fb, "points": points, "mask_a": None, "mask_b": None,
             "img_a": load_image(job.image_a), "img_b": load_image(job.image_b), "written": [],
         }  # fmt: skip
-        st = _STEPS["write"](ns, _STEPS["match"](ns, st))
+        with Outputs() as outputs:  # this pair's files: all or none
+            st["outputs"] = outputs
+            st = _STEPS["write"](ns, _STEPS["match"](ns, st))
         for kind, path in st["written"]:
             print(f"{kind}\t{path}")
         written += len(st["written"])

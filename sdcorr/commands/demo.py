@@ -37,7 +37,7 @@ def import_gradio():
     try:
         import gradio
     except ImportError:
-        raise MissingExtraError("sdcorr demo needs Gradio: pip install 'sdcorr[demo]'") from None
+        raise MissingExtraError("sdcorr demo needs gradio: pip install 'sdcorr[demo]'") from None
     return gradio
 
 

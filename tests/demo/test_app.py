@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from sdcorr.cli import main
+from sdcorr.commands.demo import import_gradio
+from sdcorr.errors import SdcorrError
 
 from .server import REPO, demo_server
 from .test_session import POINTS, A, B, cli_points, tiny_options
@@ -57,7 +59,9 @@ def test_demo_without_gradio_is_a_one_line_error(monkeypatch, capsys, tiny_model
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     assert main(["demo", *tiny_options(tiny_models)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: sdcorr demo needs Gradio: pip install 'sdcorr[demo]'"
+    assert err == "error: sdcorr demo needs gradio: pip install 'sdcorr[demo]'"
+    with pytest.raises(SdcorrError, match=r"needs gradio: pip install 'sdcorr\[demo\]'"):
+        import_gradio()  # the command's own guard, for callers that skip the CLI's check
 
 
 def _check_endpoint(url: str, options: list[str], tmp_path: Path) -> None:
