@@ -28,11 +28,13 @@ COMMANDS: dict[str, str] = {
     "match": "sdcorr.commands.match",
     "extract": "sdcorr.commands.extract",
     "download": "sdcorr.commands.download",
+    "demo": "sdcorr.commands.demo",
     "pretrain": "sdcorr.pretrain.cli",
 }
 # subcommand -> (import name, pip name) of the optional packages it needs, and the extra
 EXTRAS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "pretrain": ("pretrain", [("kornia", "kornia"), ("yaml", "pyyaml")]),
+    "demo": ("demo", [("gradio", "gradio")]),
 }
 
 

@@ -40,8 +40,10 @@ HELP = "match two images: keypoints (JSON, plot) and the dense swap animation (G
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image_a", help="source image A (its points are transferred; it lends colours)")
-    p.add_argument("image_b", help="target image B")
+    p.add_argument(
+        "image_a", nargs="?", help="source image A (its points are transferred; it lends colours)"
+    )
+    p.add_argument("image_b", nargs="?", help="target image B")
     p.add_argument("--out", default=None, help="swap animation (.gif) or swapped image (.png)")
     p.add_argument("--points", default=None, help="JSON list of [x, y] in A (default: a grid)")
     p.add_argument("--grid-step", type=int_at_least(1), default=4,
@@ -61,12 +63,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float_above(0), default=30.0, help="GIF frames per second")
     p.add_argument("--max-side", type=int_at_least(1), default=320,
                    help="longest side of a GIF panel in pixels")  # fmt: skip
+    p.add_argument(
+        "--flow", default=None, help="write the dense B->A flow (.npz: flow, valid, score)"
+    )
+    p.add_argument(
+        "--pca", default=None, help="write A | B in joint PCA colours of the features (PNG)"
+    )
+    p.add_argument("--pairs", default=None, help="file of 'A B' lines (paths relative to it)")
+    p.add_argument("--out-dir", default=None, help="with --pairs: folder of each pair's outputs")
     add_model_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    if args.pairs:  # many pairs: sdcorr.commands.batch
+        from .batch import run as run_batch
+
+        return run_batch(args)
+    if not (args.image_a and args.image_b) or args.out_dir:
+        raise OutputError("give two images A B (or --pairs FILE --out-dir DIR)")
     inputs = _validate(args)
     timings: dict[str, float] = {}
     steps = ["load models", "features", "match", "write"]
@@ -87,9 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- validation
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
-    outs = {"--out": args.out, "--json": args.json, "--plot": args.plot}
+    outs = {
+        "--out": args.out, "--json": args.json, "--plot": args.plot, "--flow": args.flow,
+        "--pca": args.pca,
+    }  # fmt: skip
     if not any(outs.values()):
-        raise OutputError("nothing to write: give --out, --json and/or --plot")
+        raise OutputError("nothing to write: give --out, --json, --plot, --flow and/or --pca")
+    for opt, ext in (("--flow", ".npz"), ("--pca", ".png")):
+        if outs[opt] and Path(outs[opt]).suffix.lower() != ext:
+            raise OutputError(f"{opt} must end in {ext}, got {outs[opt]}")
     if args.out and Path(args.out).suffix.lower() not in (".gif", ".png"):
         raise OutputError(f"--out must end in .gif or .png, got {args.out}")
     check_distinct(outs)
@@ -174,7 +196,7 @@ def _match(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
     st["matches"] = pipe.match_fused(
         fa, fb, pts, st["mask_a"], st["mask_b"], mutual=args.mutual, soft_argmax=args.soft_argmax
     )
-    if args.out:
+    if args.out or args.flow:
         grid = args.dense_grid or None
         st["flow"] = match_dense(fa, fb, grid, pipe.config.match, st["mask_a"], st["mask_b"])
     return st
@@ -212,7 +234,20 @@ def _write(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
     if args.json:
         _write_json(args, st, out.stage(args.json))
         st["written"].append(("json", args.json))
+    _write_flow_pca(args, st)
     return st
+
+
+def _write_flow_pca(args: argparse.Namespace, st: dict[str, Any]) -> None:
+    from ..demo import render
+
+    out: Outputs = st["outputs"]
+    if args.flow:
+        render.save_flow(out.stage(args.flow), st["flow"])
+        st["written"].append(("flow", args.flow))
+    if args.pca:
+        render.save_pca(out.stage(args.pca), st["fa"], st["fb"])
+        st["written"].append(("pca", args.pca))
 
 
 def _write_json(args: argparse.Namespace, st: dict[str, Any], path: Path) -> None:
