@@ -9,7 +9,7 @@ GeoAware-SC a box-prompted SAM for the same job):
 2. a cluster is foreground when its share of the image-border cells is less than ``ratio``
    times its share of all cells (it is rarely seen on the border);
 3. when no cluster qualifies, the one least seen on the border is taken (never empty);
-4. holes are filled (``scipy.ndimage``).
+4. holes are filled.
 
 The first principal component of the tokens (sign chosen so the border is background), the
 first idea for this, was measured and rejected: with the real DINOv2-S weights on the 12
@@ -76,8 +76,6 @@ def foreground_grid(
         clusters: k of the k-means.
         ratio: a cluster whose border share is below ``ratio`` x its area share is foreground.
     """
-    from scipy import ndimage
-
     content = fm.geometry[0].content_mask()
     x = F.normalize(fm.features[0].detach().float().cpu().flatten(1).t(), dim=1)
     x = x[content.flatten()]
@@ -96,8 +94,27 @@ def foreground_grid(
         fg = best
     grid = torch.zeros_like(content)
     grid[content] = fg
-    filled = ndimage.binary_fill_holes(grid.numpy())
-    return torch.from_numpy(filled) & content
+    return fill_holes(grid) & content
+
+
+def fill_holes(mask: torch.Tensor) -> torch.Tensor:
+    """``(h, w)`` bool ``mask`` with every background region that does not reach the outside
+    (4-connected) set to ``True``."""
+    m = torch.nn.functional.pad(mask, (1, 1, 1, 1), value=False)
+    reach = torch.zeros_like(m)
+    reach[0, :] = reach[-1, :] = True
+    reach[:, 0] = reach[:, -1] = True
+    while True:
+        grown = reach.clone()
+        grown[1:] |= reach[:-1]
+        grown[:-1] |= reach[1:]
+        grown[:, 1:] |= reach[:, :-1]
+        grown[:, :-1] |= reach[:, 1:]
+        grown &= ~m
+        if torch.equal(grown, reach):
+            break
+        reach = grown
+    return ~reach[1:-1, 1:-1]
 
 
 def grid_to_pixels(grid_mask: torch.Tensor, geo: Geometry) -> np.ndarray:

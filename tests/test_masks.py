@@ -113,3 +113,15 @@ def test_real_dinov2_masks_lie_on_the_annotated_objects(spair_masks) -> None:
     assert len(spair_masks) == SPAIR_IMAGES
     print(f"mask inside bbox {np.mean(inside):.3f}, bbox covered {np.mean(cover):.3f}")
     assert np.mean(inside) >= 0.8 and np.mean(cover) >= 0.3
+
+
+def test_fill_holes_fills_enclosed_background_only() -> None:
+    from sdcorr.masks import fill_holes
+
+    m = torch.zeros(7, 9, dtype=torch.bool)
+    m[1:6, 1:6] = True
+    m[3, 3] = False  # a hole
+    m[0:3, 7] = True  # a bar touching the border: the space beside it is not a hole
+    m[2, 8] = False
+    out = fill_holes(m)
+    assert out[3, 3] and out.sum() == m.sum() + 1
