@@ -1,9 +1,11 @@
 """Frozen configuration dataclasses and the named presets.
 
 ``sd-dino`` is the faithful SD-DINO configuration (DESIGN.md, "Defaults"); ``dino`` and ``sd``
-use one branch only; ``geoaware`` applies the zero-shot refinements of GeoAware-SC that need no
-extra model (timestep 50, no PCA, window soft-argmax). Every result file records the resolved
-config through :func:`to_dict`.
+use one branch only; ``geoaware`` is GeoAware-SC's zero-shot configuration without its extra
+models (timestep 50, empty prompt, no PCA, window soft-argmax, adaptive flip alignment);
+``cleandift`` is that with CleanDIFT's noise-free U-Net (clean latents, t=261); ``dinov3`` and
+``sd-dinov3`` swap DINOv2-B for DINOv3 ViT-B/16. Every result file records the resolved config
+through :func:`to_dict`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from .errors import ConfigError
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DINOV2_BASE = "facebook/dinov2-base"
+DINOV3_BASE = "facebook/dinov3-vitb16-pretrain-lvd1689m"
+CLEANDIFT_SD15_UNET = "CompVis/cleandift:cleandift_sd15_unet.safetensors"
 
 # diffusers module paths of the hooked U-Net blocks, per SD family (same decoder layout).
 SD_LAYERS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -48,6 +52,11 @@ class SDConfig:
             full-resolution activations dominate host memory: 8 tiles of 512² in fp32 peak at
             about 10.5 GB of RSS with the model weights, 4 tiles at about 8 GB).
         early_exit: stop the U-Net right after the last hooked module.
+        unet_weights: U-Net weights replacing the pipeline's (a local ``.safetensors``/``.bin``
+            file or a hub ``repo:filename``, e.g. CleanDIFT's
+            ``CompVis/cleandift:cleandift_sd15_unet.safetensors``); ``None`` keeps ``unet/``.
+        noise: noise the latents at ``timestep`` (SD-DINO); ``False`` feeds the clean latents
+            with the timestep as conditioning only (CleanDIFT).
     """
 
     model: str = SD15
@@ -62,14 +71,20 @@ class SDConfig:
     batch_size: int = 8
     vae_batch_size: int = 4
     early_exit: bool = True
+    unet_weights: str | None = None
+    noise: bool = True
 
 
 @dataclass(frozen=True)
 class DinoConfig:
-    """DINOv2 feature extraction (see :class:`sdcorr.features.dino.ViTExtractor`)."""
+    """DINOv2 / DINOv3 feature extraction (see :class:`sdcorr.features.dino.ViTExtractor`).
+
+    ``frame=None`` picks ``60 x patch size``: 840 for DINOv2 (patch 14), 960 for DINOv3
+    (patch 16), a 60x60 grid either way.
+    """
 
     model: str = DINOV2_BASE
-    frame: int = 840
+    frame: int | None = None
     layer: int = 11
     facet: str = "token"
     stride: int | None = None
@@ -106,6 +121,8 @@ class MatchConfig:
         beta: softmax temperature of the soft-argmax.
         content_only: search only target cells that overlap the image (not the padding).
         chunk: query rows per similarity block (bounds memory on large grids).
+        flip_align: adaptive pose alignment (GeoAware-SC ``ADAPT_FLIP``): also match from the
+            horizontal mirror of A and keep whichever is closer to B (see :mod:`sdcorr.flip`).
     """
 
     mutual: bool = False
@@ -114,6 +131,7 @@ class MatchConfig:
     beta: float = 0.02
     content_only: bool = True
     chunk: int = 4096
+    flip_align: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,12 +151,32 @@ PRESETS: dict[str, PipelineConfig] = {
         name="dino", sd=None, fusion=FusionConfig(sd_weight=0.0, dino_weight=1.0)
     ),
     "sd": PipelineConfig(name="sd", dino=None, fusion=FusionConfig(sd_weight=1.0, dino_weight=0.0)),
+    # GeoAware-SC zero-shot (configs/eval_zero_shot_spair.yaml; README "Presets" maps each field)
     "geoaware": PipelineConfig(
         name="geoaware",
-        sd=SDConfig(timestep=50),
+        sd=SDConfig(timestep=50, prompt=""),
         fusion=FusionConfig(pca_dims=None),
-        match=MatchConfig(soft_argmax=True, window=5, beta=0.02),
+        match=MatchConfig(soft_argmax=True, window=5, beta=0.02, flip_align=True),
     ),
+    # CleanDIFT's GeoAware-SC evaluation (branch geoaware-sc-eval of CompVis/cleandift)
+    "cleandift": PipelineConfig(
+        name="cleandift",
+        sd=SDConfig(
+            timestep=261,
+            noise=False,
+            unet_weights=CLEANDIFT_SD15_UNET,
+            prompt_template="A photo of a {category}",
+        ),
+        fusion=FusionConfig(pca_dims=None),
+        match=MatchConfig(soft_argmax=True, window=5, beta=0.02, flip_align=True),
+    ),
+    "dinov3": PipelineConfig(
+        name="dinov3",
+        sd=None,
+        dino=DinoConfig(model=DINOV3_BASE),
+        fusion=FusionConfig(sd_weight=0.0, dino_weight=1.0),
+    ),
+    "sd-dinov3": PipelineConfig(name="sd-dinov3", dino=DinoConfig(model=DINOV3_BASE)),
 }
 
 

@@ -30,6 +30,19 @@ ALIASES: dict[str, str] = {
         f"dinov2-reg-{s}": f"facebook/dinov2-with-registers-{s}"
         for s in ("small", "base", "large", "giant")
     },
+    # DINOv3 ViTs (patch 16, gated on the Hub: accept the licence, then `hf auth login`)
+    **{
+        f"dinov3-{size}": f"facebook/dinov3-{arch}-pretrain-lvd1689m"
+        for size, arch in (
+            ("small", "vits16"),
+            ("small-plus", "vits16plus"),
+            ("base", "vitb16"),
+            ("large", "vitl16"),
+            ("huge-plus", "vith16plus"),
+            ("7b", "vit7b16"),
+        )
+    },
+    "dinov3-large-sat": "facebook/dinov3-vitl16-pretrain-sat493m",
 }
 
 # Only the files the extractors read: no safety checker, no .ckpt, no VAE-decoder-only files.

@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import PipelineConfig, get_preset, with_models
+from .flip import FlipDecision, as_mask, decide, mirror_image, mirror_mask, mirror_points
 from .fusion import fuse_pair
 from .hub import resolve_model
 from .image import ImageLike, load_image
@@ -27,6 +30,7 @@ from .types import FeatureMap, Matches
 SDFn = Callable[..., dict[str, FeatureMap]]  # (images, category) -> {layer: FeatureMap}
 DinoFn = Callable[[Sequence[ImageLike]], FeatureMap]
 Categories = str | Sequence[str | None] | None
+MaskLike = np.ndarray | torch.Tensor | str | None  # an (H, W) bool mask, "auto" or None
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,24 @@ class SDDino:
             config has no SD branch.
         dino: callable ``(images) -> FeatureMap`` (a
             :class:`~sdcorr.features.dino.ViTExtractor`, or any stand-in), ``None`` without DINO.
+        cache_size: images whose raw features the pair methods (``features``, ``match_points``,
+            ``match_dense``, ``foreground_mask``) keep in memory, keyed by pixel content,
+            category and mirroring (0: no cache; stand-in extractors that treat the images of a
+            batch differently need 0).
     """
 
     def __init__(
-        self, config: PipelineConfig, sd: SDFn | None = None, dino: DinoFn | None = None
+        self,
+        config: PipelineConfig,
+        sd: SDFn | None = None,
+        dino: DinoFn | None = None,
+        cache_size: int = 0,
     ) -> None:
         self.config = config
         self.sd = sd
         self.dino = dino
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str | None], ImageFeatures] = OrderedDict()
         if sd is None and dino is None:
             raise ValueError("SDDino needs an SD extractor, a DINO extractor, or both")
 
@@ -89,11 +103,12 @@ class SDDino:
         channels_last: bool = False,
         compile: bool = False,
         progress: Callable[[str], None] | None = None,
+        cache_size: int = 8,
     ) -> SDDino:
         """Load the models of a preset (or of ``config``).
 
         Args:
-            preset: ``sd-dino`` (faithful default), ``dino``, ``sd`` or ``geoaware``.
+            preset: a name of :data:`sdcorr.config.PRESETS` (``sd-dino``: faithful default).
             device: ``"auto"`` picks cuda, mps, then cpu.
             dtype: ``None`` is fp16 on CUDA and fp32 elsewhere.
             dino_model: hub id, alias or local folder replacing the preset's DINOv2.
@@ -103,6 +118,7 @@ class SDDino:
             channels_last: store U-Net/VAE conv weights channels-last (for CUDA tensor cores).
             compile: ``torch.compile`` the model blocks (hooked modules stay eager).
             progress: called with a short message before each model loads.
+            cache_size: images whose raw features are kept for the pair methods.
         """
         from .features.dino import ViTExtractor
         from .features.sd import SDFeatureExtractor
@@ -119,28 +135,54 @@ class SDDino:
                 cfg.sd.model, config=cfg.sd, device=device, dtype=dtype, attention=attention
             ).optimize(channels_last=channels_last, compile=compile)
         if cfg.dino is not None:
-            note(f"loading DINOv2 ({cfg.dino.model})")
+            note(f"loading DINO ({cfg.dino.model})")
             dino = ViTExtractor.from_config(cfg.dino, device=device, dtype=dtype)
             dino.optimize(compile=compile)
-        return cls(cfg, sd, dino)
+            cfg = replace(cfg, dino=replace(cfg.dino, frame=dino.config.frame))  # resolved frame
+        return cls(cfg, sd, dino, cache_size=cache_size)
 
     # ------------------------------------------------------------------ features
     def extract(
-        self, images: Sequence[ImageLike], category: Categories = None
+        self, images: Sequence[ImageLike], category: Categories = None, mirrored: bool = False
     ) -> list[ImageFeatures]:
         """Raw per-image features (before the per-pair PCA), one :class:`ImageFeatures` each.
 
         Args:
             images: paths, PIL images, arrays or tensors.
             category: one category for all images or one per image (SD prompt).
+            mirrored: extract the horizontal mirrors of the images (for flip alignment).
         """
-        images = [load_image(im) for im in images]  # decode each file once for both branches
+        load = mirror_image if mirrored else load_image
+        images = [load(im) for im in images]  # decode each file once for both branches
         maps: dict[str, FeatureMap] = {}
         if self.sd is not None:
             maps.update(self.sd(images, category))
         if self.dino is not None:
             maps["dino"] = self.dino(images)
         return [ImageFeatures({k: v[i] for k, v in maps.items()}) for i in range(len(images))]
+
+    def image_features(
+        self, images: Sequence[ImageLike], category: str | None = None, mirrored: bool = False
+    ) -> list[ImageFeatures]:
+        """Like :meth:`extract` (of the mirrored images when ``mirrored``), through the cache:
+        an image already seen (same pixels after any mirroring, same category) is not
+        extracted again, and the misses are extracted in one batch."""
+        pil = [mirror_image(im) if mirrored else load_image(im) for im in images]
+        keys = [(_pixel_key(im), category) for im in pil]
+        if self.cache_size <= 0:
+            return self.extract(pil, category)
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if todo:
+            first = {k: pil[keys.index(k)] for k in todo}
+            for k, feats in zip(todo, self.extract(list(first.values()), category), strict=True):
+                self._cache[k] = feats
+        out = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            out.append(self._cache[k])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
 
     def fuse(self, a: ImageFeatures, b: ImageFeatures) -> tuple[FeatureMap, FeatureMap]:
         """Per-pair co-PCA and fusion → two ``(1, D, h, w)`` descriptor maps."""
@@ -150,8 +192,91 @@ class SDDino:
         self, img_a: ImageLike, img_b: ImageLike, category: str | None = None
     ) -> tuple[FeatureMap, FeatureMap]:
         """Fused descriptor maps of a pair (both images extracted in one batch)."""
-        fa, fb = self.extract([img_a, img_b], category)
+        fa, fb = self.image_features([img_a, img_b], category)
         return self.fuse(fa, fb)
+
+    # ------------------------------------------------------------------ masks
+    def foreground_mask(
+        self, image: ImageLike, category: str | None = None, mirrored: bool = False
+    ) -> np.ndarray:
+        """Automatic ``(H, W)`` bool foreground mask of ``image`` (of its mirror when
+        ``mirrored``) from its DINO tokens (the finest SD layer without a DINO branch): token
+        clusters rarely seen on the image border (see :mod:`sdcorr.masks`). Served from the
+        feature cache when the image was just matched."""
+        from .masks import foreground_mask
+
+        return foreground_mask(
+            self._mask_source(self.image_features([image], category, mirrored)[0])
+        )
+
+    def _mask_source(self, feats: ImageFeatures) -> FeatureMap:
+        if "dino" in feats.maps:
+            return feats.maps["dino"]
+        sd = feats.sd() or {}
+        order = [k for k in self.config.fusion.sd_layers if k in sd] or sorted(sd)
+        return sd[order[0]]
+
+    def _resolve_mask(
+        self, mask: MaskLike, feats: ImageFeatures
+    ) -> np.ndarray | torch.Tensor | None:
+        if isinstance(mask, str):
+            if mask != "auto":
+                raise ValueError(f"mask must be an (H, W) array, 'auto' or None, got {mask!r}")
+            from .masks import foreground_mask
+
+            return foreground_mask(self._mask_source(feats))
+        return as_mask(mask)
+
+    def _pair(
+        self,
+        img_a: ImageLike,
+        img_b: ImageLike,
+        category: str | None,
+        mask_a: MaskLike,
+        mask_b: MaskLike,
+        flip_align: bool,
+    ) -> _Pair:
+        """Fused maps and masks of (A, B), and of (mirror(A), B) when flip alignment decides
+        for the mirror."""
+        ra, rb = self.image_features([img_a, img_b], category)
+        mirror = lambda: self.image_features([img_a], category, mirrored=True)[0]  # noqa: E731
+        return self._pair_raw(ra, rb, mirror, mask_a, mask_b, flip_align)
+
+    def _pair_raw(
+        self,
+        ra: ImageFeatures,
+        rb: ImageFeatures,
+        mirror: Callable[[], ImageFeatures],
+        mask_a: MaskLike,
+        mask_b: MaskLike,
+        flip_align: bool,
+    ) -> _Pair:
+        ma = self._resolve_mask(mask_a, ra)
+        mb = self._resolve_mask(mask_b, rb)
+        fa, fb = self.fuse(ra, rb)
+        pair = _Pair(fa, fb, ma, mb)
+        if not flip_align:
+            return pair
+        rm = mirror()
+        mm = self._resolve_mask(mask_a, rm) if isinstance(mask_a, str) else mirror_mask(ma)
+        fm, fbm = self.fuse(rm, rb)
+        decision = decide(fa, fb, fm, fbm, ma, mb, mm)
+        if decision.flipped:
+            return _Pair(fm, fbm, mm, mb, decision)
+        return replace(pair, decision=decision)
+
+    def flip_decision(
+        self,
+        img_a: ImageLike,
+        img_b: ImageLike,
+        category: str | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
+    ) -> FlipDecision:
+        """Whether A's mirror matches B better (see :mod:`sdcorr.flip`), with both distances."""
+        pair = self._pair(img_a, img_b, category, mask_a, mask_b, True)
+        assert pair.decision is not None
+        return pair.decision
 
     # ------------------------------------------------------------------ matching
     def match_fused(
@@ -168,21 +293,75 @@ class SDDino:
         cfg = replace(self.config.match, **match)
         return transfer_points(fa, fb, points_a, cfg, mask_a=mask_a, mask_b=mask_b)
 
+    def match_raw(
+        self,
+        ra: ImageFeatures,
+        rb: ImageFeatures,
+        points_a: torch.Tensor | np.ndarray | list,
+        mirror: ImageFeatures | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
+        **match: Any,
+    ) -> Matches:
+        """:meth:`match_points` on raw per-image features (e.g. from a feature cache).
+
+        Args:
+            ra: raw features of A (:meth:`extract`).
+            rb: raw features of B.
+            points_a: ``(K, 2)`` ``(x, y)`` in A's original pixels.
+            mirror: raw features of A's mirror (``extract([A], mirrored=True)``), needed when
+                flip alignment is on.
+            mask_a: ``(Ha, Wa)`` bool, ``"auto"`` or ``None``.
+            mask_b: ``(Hb, Wb)`` bool, ``"auto"`` or ``None``.
+            match: :class:`~sdcorr.config.MatchConfig` overrides (``flip_align``, ...).
+        """
+        cfg = replace(self.config.match, **match)
+        if cfg.flip_align and mirror is None:
+            raise ValueError("flip alignment needs the raw features of A's mirror")
+        pair = self._pair_raw(ra, rb, lambda: mirror, mask_a, mask_b, cfg.flip_align)
+        return self._match_pair(pair, points_a, match)
+
+    def _match_pair(self, pair: _Pair, points_a: Any, match: dict[str, Any]) -> Matches:
+        if not pair.flipped:
+            return self.match_fused(pair.fa, pair.fb, points_a, pair.mask_a, pair.mask_b, **match)
+        geo = pair.fa.geometry[0]  # the mirror's: same size as A
+        pts = geo.check_inside(points_a, "points of A")
+        m = self.match_fused(
+            pair.fa, pair.fb, mirror_points(pts, geo.width), pair.mask_a, pair.mask_b, **match
+        )
+        return replace(m, points_a=pts.float(), flipped=True)
+
     def match_points(
         self,
         img_a: ImageLike,
         img_b: ImageLike,
         points_a: torch.Tensor | np.ndarray | list,
         category: str | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
         **match: Any,
     ) -> Matches:
         """Transfer points ``(K, 2)`` ``(x, y)`` of A (original pixels) to B.
 
+        Args:
+            img_a: source image.
+            img_b: target image.
+            points_a: ``(K, 2)`` ``(x, y)`` in A's original pixels.
+            category: SD prompt category.
+            mask_a: ``(Ha, Wa)`` bool mask of A, ``"auto"`` (:meth:`foreground_mask`) or
+                ``None``.
+            mask_b: ``(Hb, Wb)`` bool mask of B (only cells inside it are candidates),
+                ``"auto"`` or ``None``.
+            match: :class:`~sdcorr.config.MatchConfig` overrides, e.g. ``flip_align=True``
+                (transfer from A's mirror when it is closer to B; ``Matches.flipped`` says so).
+
         Returns:
-            :class:`~sdcorr.types.Matches` with ``points_b`` in B's original pixels.
+            :class:`~sdcorr.types.Matches` with ``points_a`` as given and ``points_b`` in B's
+            original pixels.
         """
-        fa, fb = self.features(img_a, img_b, category)
-        return self.match_fused(fa, fb, points_a, **match)
+        cfg = replace(self.config.match, **match)
+        pair = self._pair(img_a, img_b, category, mask_a, mask_b, cfg.flip_align)
+        return self._match_pair(pair, points_a, match)
 
     def match_dense(
         self,
@@ -190,9 +369,55 @@ class SDDino:
         img_b: ImageLike,
         category: str | None = None,
         grid: int | None = None,
-        mask_a: np.ndarray | torch.Tensor | None = None,
-        mask_b: np.ndarray | torch.Tensor | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
+        flip_align: bool | None = None,
     ) -> DenseFlow:
-        """Dense B → A correspondence (``DenseFlow.to_pixels()`` gives per-pixel positions)."""
-        fa, fb = self.features(img_a, img_b, category)
-        return match_dense(fa, fb, grid, self.config.match, mask_a=mask_a, mask_b=mask_b)
+        """Dense B → A correspondence (``DenseFlow.to_pixels()`` gives per-pixel positions).
+
+        Args:
+            mask_a: ``(Ha, Wa)`` bool, ``"auto"`` or ``None``: only A cells inside are matched.
+            mask_b: ``(Hb, Wb)`` bool, ``"auto"`` or ``None``: only B cells inside are valid.
+            flip_align: match against A's mirror when it is closer to B (default: the config's
+                ``match.flip_align``); the flow then still points into A's own pixels.
+        """
+        flip = self.config.match.flip_align if flip_align is None else flip_align
+        pair = self._pair(img_a, img_b, category, mask_a, mask_b, flip)
+        flow = match_dense(pair.fa, pair.fb, grid, self.config.match, pair.mask_a, pair.mask_b)
+        if not pair.flipped:
+            return flow
+        return _unmirror_flow(flow, load_image(img_a).width)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """Fused maps and resolved masks of the source view that is used (A or its mirror)."""
+
+    fa: FeatureMap
+    fb: FeatureMap
+    mask_a: np.ndarray | torch.Tensor | None
+    mask_b: np.ndarray | torch.Tensor | None
+    decision: FlipDecision | None = None
+
+    @property
+    def flipped(self) -> bool:
+        return self.decision is not None and self.decision.flipped
+
+
+def _pixel_key(image: Any) -> str:
+    """Content key of a decoded (and possibly mirrored) image: sha1 of size, mode and pixels,
+    so a mirror given as B and the mirror made for flip alignment share one entry."""
+    h = hashlib.sha1(f"{image.size}{image.mode}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def _unmirror_flow(flow: DenseFlow, width: int) -> DenseFlow:
+    """A flow into mirror(A)'s grid → the same flow into A's grid (fractional cells; A and its
+    mirror share size, frame and grid, so ``geometry_a`` is unchanged)."""
+    ga = flow.geometry_a
+    h, w, _ = flow.cells_a.shape
+    px = mirror_points(flow.points_a().reshape(-1, 2), width)
+    frame = ga.to_frame(px)
+    cells = (frame - (ga.cell - 1) / 2) / ga.stride
+    return replace(flow, cells_a=cells.float().view(h, w, 2))

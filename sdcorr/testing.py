@@ -96,6 +96,44 @@ def save_tiny_dino(path: str | Path, seed: int = 0, registers: int = 0) -> Path:
     return path
 
 
+TINY_DINOV3 = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=12,
+    num_attention_heads=2,
+    patch_size=16,
+    image_size=64,
+    num_register_tokens=4,
+    layerscale_value=1.0,
+)
+# The normalisation of DINOv3's satellite (SAT-493M) models, written to the tiny folder's image
+# processor config so a test can tell whether the extractor reads it instead of ImageNet's.
+TINY_DINOV3_NORM = {"image_mean": [0.430, 0.411, 0.296], "image_std": [0.213, 0.156, 0.143]}
+
+
+def save_tiny_dinov3(path: str | Path, seed: int = 0) -> Path:
+    """Write a 12-block, patch-16, 32-wide ``DINOv3ViTModel`` (4 register tokens, rotary
+    positions) with a ``preprocessor_config.json`` to ``path``."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DINOv3ViTModel(DINOv3ViTConfig(**TINY_DINOV3))
+    model.save_pretrained(path)
+    proc = {
+        "image_processor_type": "DINOv3ViTImageProcessorFast",
+        "do_resize": True,
+        "size": {"height": 224, "width": 224},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        **TINY_DINOV3_NORM,
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(proc, indent=2))
+    return path
+
+
 def save_tiny_sd(path: str | Path, seed: int = 0) -> Path:
     """Write a tiny SD-1.5-shaped diffusers pipeline folder to ``path``."""
     from diffusers import (

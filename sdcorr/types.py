@@ -59,12 +59,14 @@ class Matches:
         scores: ``(K,)`` cosine similarity of the matched descriptors.
         mutual: ``(K,)`` bool, whether each match is a mutual nearest neighbour (all ``True``
             when the check was not asked for).
+        flipped: the points were transferred from A's horizontal mirror (flip alignment).
     """
 
     points_a: torch.Tensor
     points_b: torch.Tensor
     scores: torch.Tensor
     mutual: torch.Tensor | None = None
+    flipped: bool = False
 
     def __len__(self) -> int:
         return self.points_a.shape[0]
@@ -80,6 +82,6 @@ class Matches:
             out["mutual"] = self.mutual.detach().cpu().numpy()
         return out
 
-    def to_dict(self) -> dict[str, list]:
-        """JSON-ready lists."""
-        return {k: v.tolist() for k, v in self.numpy().items()}
+    def to_dict(self) -> dict[str, list | bool]:
+        """JSON-ready lists (and the ``flipped`` flag)."""
+        return {**{k: v.tolist() for k, v in self.numpy().items()}, "flipped": self.flipped}

@@ -234,7 +234,7 @@ def test_version_and_help_shows_defaults_and_preset_choices(capsys) -> None:
     assert capsys.readouterr().out.strip() == f"sdcorr {sdcorr.__version__}"
     assert main(["match", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    for part in ("{sd-dino,dino,sd,geoaware}", "(default: 320)", "(default: 156)",
+    for part in ("{sd-dino,dino,sd,geoaware,cleandift,dinov3,sd-dinov3}", "(default: 320)", "(default: 156)",
                  "(default: 30.0)", "(default: auto)"):  # fmt: skip
         assert part in text, part
 

@@ -86,3 +86,58 @@ def test_tiny_models_identical_images_map_to_themselves(tiny_models) -> None:
     m = pipe.match_fused(fa, fb, pts, mutual=True)
     assert torch.equal(m.points_b, m.points_a) and m.mutual.all()
     assert torch.allclose(m.scores, torch.ones_like(m.scores), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- presets and CLI
+def test_geoaware_and_cleandift_presets_follow_their_configs() -> None:
+    geo = get_preset("geoaware")
+    # GeoAware-SC configs/eval_zero_shot_spair.yaml: ADAPT_FLIP, SOFT_EVAL, SOFT_EVAL_WINDOW 5,
+    # DUMMY_NET (raw s3/s4/s5 + DINO, no PCA); preprocess_map.py: t=50, no caption
+    assert geo.match.flip_align and geo.match.soft_argmax and geo.match.window == 5
+    assert geo.match.beta == 0.02 and geo.fusion.pca_dims is None
+    assert geo.sd.timestep == 50 and geo.sd.prompt == "" and geo.sd.noise
+    assert geo.dino == get_preset("sd-dino").dino
+    clean = get_preset("cleandift")
+    assert clean.match == geo.match and clean.fusion == geo.fusion
+    assert clean.sd.unet_weights == "CompVis/cleandift:cleandift_sd15_unet.safetensors"
+    assert not clean.sd.noise and clean.sd.timestep == 261
+    assert clean.sd.prompt is None and clean.sd.prompt_template == "A photo of a {category}"
+    assert get_preset("dinov3").sd is None and get_preset("dinov3").dino.frame is None
+
+
+def test_cli_options_reach_the_config() -> None:
+    import argparse
+
+    from sdcorr.commands.common import add_model_arguments, override_config
+    from sdcorr.commands.match import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["a.jpg", "b.jpg", "--unet-weights", "w.safetensors", "--no-noise",
+                         "--flip-align", "--mask-a", "auto", "--mask-b", "auto"])  # fmt: skip
+    cfg = override_config(get_preset("sd-dino"), args)
+    assert cfg.sd.unet_weights == "w.safetensors" and not cfg.sd.noise
+    assert args.flip_align and args.mask_a == args.mask_b == "auto"
+    q = argparse.ArgumentParser()
+    add_model_arguments(q)
+    plain = override_config(get_preset("sd-dino"), q.parse_args([]))
+    assert plain.sd.unet_weights is None and plain.sd.noise
+
+
+def test_cli_flip_align_and_auto_masks(tiny_models, tmp_path) -> None:
+    import json
+
+    from sdcorr.cli import main
+
+    img = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").resize((160, 120))
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    img.save(a)
+    img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(b)
+    out, js = tmp_path / "swap.png", tmp_path / "m.json"
+    rc = main(["-q", "match", str(a), str(b), "--preset", "dino", "--dino-model",
+               str(tiny_models["dino"]), "--dino-frame", "224", "--device", "cpu", "--flip-align",
+               "--mask-a", "auto", "--mask-b", "auto", "--out", str(out), "--json", str(js),
+               "--dense-grid", "0"])  # fmt: skip
+    assert rc == 0 and out.is_file()
+    data = json.loads(js.read_text())
+    assert data["flipped"] is True and data["config"]["match"]["flip_align"] is True

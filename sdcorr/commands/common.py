@@ -31,7 +31,7 @@ log = logging.getLogger("sdcorr")
 #: frames, tiles and tile offsets must be multiples of it.
 SD_COARSEST = 64
 #: Frame pixels per cell of the finest SD map used (s3) and of a DINOv2 patch.
-SD_FINEST, DINO_PATCH = 16, 14
+SD_FINEST, DINO_PATCH, DINOV3_PATCH = 16, 14, 16
 
 
 # ---------------------------------------------------------------------------- option types
@@ -77,6 +77,17 @@ def side(multiple: int, zero: str | None = None) -> Callable[[str], int]:
     return parse
 
 
+def dino_side(text: str) -> int:
+    """argparse ``type`` of ``--dino-frame``: a multiple of DINOv2's patch (14) or DINOv3's (16);
+    the loaded model checks that it fits its own patch."""
+    value = _number(text, int)
+    if value <= 0 or (value % DINO_PATCH and value % DINOV3_PATCH):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive multiple of {DINO_PATCH} or {DINOV3_PATCH}, got {value}"
+        )
+    return value
+
+
 def _number(text: str, kind: type) -> int | float:
     try:
         return kind(text)
@@ -118,8 +129,19 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"SD tile side (default 512; a multiple of {SD_COARSEST}; 0: no tiles)",
     )
-    p.add_argument("--dino-frame", type=side(DINO_PATCH), default=None,
-                   help=f"DINOv2 frame side (default 840; a multiple of {DINO_PATCH})")  # fmt: skip
+    p.add_argument(
+        "--unet-weights",
+        default=None,
+        help="U-Net weights replacing the SD pipeline's: a file or hub repo:filename (CleanDIFT)",
+    )
+    p.add_argument(
+        "--no-noise",
+        action="store_true",
+        help="feed clean latents to the U-Net (CleanDIFT; the timestep only conditions it)",
+    )
+    p.add_argument("--dino-frame", type=dino_side, default=None,
+                   help=f"DINO frame side (default 60 x patch: 840 for DINOv2, 960 for DINOv3;"
+                        f" a multiple of {DINO_PATCH} or {DINOV3_PATCH})")  # fmt: skip
 
 
 def resolve_config(args: argparse.Namespace) -> PipelineConfig:
@@ -148,7 +170,8 @@ def check_fits(cfg: PipelineConfig, size: tuple[int, int], name: str) -> None:
     w, h = size
     frames = []
     if cfg.dino is not None:
-        frames.append((cfg.dino.frame, DINO_PATCH, "DINOv2", "--dino-frame"))
+        frame = cfg.dino.frame or 60 * DINO_PATCH  # None: 60 cells (840 for DINOv2)
+        frames.append((frame, DINO_PATCH, "DINO", "--dino-frame"))
     if cfg.sd is not None:
         frames.append((cfg.sd.frame, SD_FINEST, "SD", "--sd-frame"))
     for frame, cell, what, flag in frames:
@@ -187,6 +210,10 @@ def override_config(cfg: PipelineConfig, args: argparse.Namespace) -> PipelineCo
             sd = replace(sd, frame=args.sd_frame)
         if args.sd_tile is not None:
             sd = replace(sd, tile_size=args.sd_tile or None)
+        if getattr(args, "unet_weights", None):
+            sd = replace(sd, unet_weights=args.unet_weights)
+        if getattr(args, "no_noise", False):
+            sd = replace(sd, noise=False)
         cfg = replace(cfg, sd=sd)
     if cfg.dino is not None and args.dino_frame is not None:
         cfg = replace(cfg, dino=replace(cfg.dino, frame=args.dino_frame))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default points: every Nth feature cell")  # fmt: skip
     p.add_argument("--json", default=None, help="write matches + config used as JSON")
     p.add_argument("--plot", default=None, help="write a match plot (PNG)")
-    p.add_argument("--mask-a", default=None, help="PNG mask of A (nonzero = object)")
-    p.add_argument("--mask-b", default=None, help="PNG mask of B; restricts the swap and matches")
+    p.add_argument(
+        "--mask-a", default=None, help="PNG mask of A (nonzero = object), or auto (from features)"
+    )
+    p.add_argument(
+        "--mask-b", default=None, help="PNG mask of B (restricts swap and matches), or auto"
+    )
+    p.add_argument(
+        "--flip-align",
+        action="store_true",
+        help="also match from A's mirror, keep the closer (GeoAware-SC pose alignment)",
+    )
     p.add_argument("--mutual", action="store_true", help="flag mutual nearest neighbours")
     p.add_argument("--soft-argmax", action="store_true", help="sub-cell refinement (GeoAware)")
     p.add_argument(
@@ -157,9 +167,9 @@ def _read_points(path: str, geo: Geometry) -> torch.Tensor:
     return geo.check_inside(pts, f"points of {path}")
 
 
-def _read_mask(path: str | None, size: tuple[int, int]) -> np.ndarray | None:
-    if path is None:
-        return None
+def _read_mask(path: str | None, size: tuple[int, int]) -> np.ndarray | str | None:
+    if path is None or path == "auto":
+        return path  # "auto": computed from the features once the models are loaded
     try:
         with Image.open(path) as im:
             mask = np.asarray(im.convert("L")) > 0
@@ -193,12 +203,40 @@ def _match(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
 
     pipe, fa, fb = st["pipe"], st["fa"], st["fb"]
     pts = st["points"] if st["points"] is not None else _grid_points(fa, args.grid_step)
+    flip = args.flip_align or pipe.config.match.flip_align
+    if flip or "auto" in (str(st["mask_a"]), str(st["mask_b"])):
+        return _match_with_images(args, st, pts, flip)
     st["matches"] = pipe.match_fused(
-        fa, fb, pts, st["mask_a"], st["mask_b"], mutual=args.mutual, soft_argmax=args.soft_argmax
+        fa,
+        fb,
+        pts,
+        st["mask_a"],
+        st["mask_b"],
+        mutual=args.mutual,
+        soft_argmax=args.soft_argmax or pipe.config.match.soft_argmax,
     )
     if args.out or args.flow:
         grid = args.dense_grid or None
         st["flow"] = match_dense(fa, fb, grid, pipe.config.match, st["mask_a"], st["mask_b"])
+    return st
+
+
+def _match_with_images(
+    args: argparse.Namespace, st: dict[str, Any], pts: torch.Tensor, flip: bool
+) -> dict[str, Any]:
+    """Flip alignment and/or automatic masks: through the pipeline's image-level methods
+    (the features computed in the previous step come from its cache)."""
+    pipe, a, b = st["pipe"], st["img_a"], st["img_b"]
+    if flip:  # recorded in the JSON's config
+        pipe.config = replace(pipe.config, match=replace(pipe.config.match, flip_align=True))
+    masks = {k: st[k] for k in ("mask_a", "mask_b")}
+    soft = args.soft_argmax or pipe.config.match.soft_argmax
+    st["matches"] = pipe.match_points(
+        a, b, pts, args.category, **masks, mutual=args.mutual, soft_argmax=soft, flip_align=flip
+    )
+    if args.out or args.flow:
+        grid = args.dense_grid or None
+        st["flow"] = pipe.match_dense(a, b, args.category, grid, **masks, flip_align=flip)
     return st
 
 

@@ -1,13 +1,22 @@
-"""DINOv2 ViT features through ``transformers`` (any size, with or without registers).
+"""DINOv2 and DINOv3 ViT features through ``transformers`` (any size, with or without registers).
 
 The default reproduces SD-DINO: ``facebook/dinov2-base`` at an 840 frame (60x60 grid, patch 14),
 the output tokens of block 11 before the final LayerNorm (``hidden_states[12]``), CLS and
 register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop).
+
+DINOv3 (``DINOv3ViTModel``, patch 16, rotary positions, 4 register tokens in the released
+models) goes through the same code: its blocks are found under ``model.layer`` instead of
+``encoder.layer``, the rotary embedding is computed for the frame's own grid (no position
+interpolation), the default frame is 960 (60x60 grid), and the normalisation is read from the
+model folder's ``preprocessor_config.json`` (ImageNet's when the folder has none).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,16 +32,19 @@ from .hooks import capture
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "key", "query", "value")
+DEFAULT_GRID = 60  # cells per side of the default frame (SD-DINO's 840 / 14)
 
 
 class ViTExtractor:
-    """Dense DINOv2 features on a square pad-resized frame.
+    """Dense DINOv2/DINOv3 features on a square pad-resized frame.
 
     Args:
-        model: a ``Dinov2Model`` or ``Dinov2WithRegistersModel``.
-        config: frame, layer, facet and stride (``model`` field ignored here).
+        model: a ``Dinov2Model``, ``Dinov2WithRegistersModel`` or ``DINOv3ViTModel``.
+        config: frame (``None``: 60 x patch), layer, facet and stride (``model`` ignored here).
         device: torch device of the model.
         dtype: compute dtype (outputs are float32).
+        mean: per-channel normalisation mean (default ImageNet's).
+        std: per-channel normalisation std (default ImageNet's).
     """
 
     def __init__(
@@ -41,19 +53,26 @@ class ViTExtractor:
         config: DinoConfig | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        self.config = cfg = config or DinoConfig()
+        cfg = config or DinoConfig()
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
         mcfg = model.config
-        self.patch = int(mcfg.patch_size)
+        self.patch = _patch_size(mcfg)
         self.stride = int(cfg.stride or self.patch)
+        if cfg.frame is None:
+            cfg = replace(cfg, frame=DEFAULT_GRID * self.patch)
+        self.config = cfg
         self.num_prefix = 1 + int(getattr(mcfg, "num_register_tokens", 0) or 0)
         _validate(cfg, mcfg.num_hidden_layers, self.patch, self.stride)
         if self.stride != self.patch:
+            if is_dinov3(self.model):
+                raise ConfigError("overlapping patches (stride < patch) need a DINOv2 model")
             _set_patch_stride(self.model, self.patch, self.stride)
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self._mean = torch.tensor(tuple(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1)
 
     @classmethod
     def from_pretrained(
@@ -64,13 +83,15 @@ class ViTExtractor:
         dtype: str | torch.dtype | None = None,
         layer: int = 11,
         facet: str = "token",
-        image_size: int = 840,
+        image_size: int | None = None,
         stride: int | None = None,
         revision: str | None = None,
     ) -> ViTExtractor:
-        """Load DINOv2 from a hub id, alias or local folder (e.g. ``sdcorr pretrain`` output).
+        """Load DINOv2 or DINOv3 from a hub id, alias or local folder (e.g. ``sdcorr pretrain``
+        output).
 
-        ``device="auto"`` picks cuda, mps, then cpu; ``dtype=None`` is fp16 on CUDA, else fp32.
+        ``device="auto"`` picks cuda, mps, then cpu; ``dtype=None`` is fp16 on CUDA, else fp32;
+        ``image_size=None`` is 60 x patch (840 for DINOv2, 960 for DINOv3).
         """
         from transformers import AutoModel
 
@@ -79,7 +100,8 @@ class ViTExtractor:
         dt = resolve_dtype(dtype, dev)
         path = resolve_model(model, "dino", revision)
         net = AutoModel.from_pretrained(path, dtype=dt, attn_implementation="sdpa")
-        return cls(net, cfg, dev, dt)
+        mean, std = folder_normalisation(path)
+        return cls(net, cfg, dev, dt, mean=mean, std=std)
 
     @classmethod
     def from_config(
@@ -102,7 +124,7 @@ class ViTExtractor:
 
     def hooked_module(self) -> nn.Module:
         """The module whose output is the feature (the block, or its q/k/v projection)."""
-        block = self.model.encoder.layer[self.config.layer]
+        block = vit_blocks(self.model)[self.config.layer]
         facet = self.config.facet
         return block if facet == "token" else facet_module(block, facet)
 
@@ -112,7 +134,7 @@ class ViTExtractor:
         return Geometry(width, height, self.config.frame, self.stride, self.patch)
 
     def prepare(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Geometry]]:
-        """Pad-resize and ImageNet-normalise: ``(B, 3, frame, frame)`` float32 and geometries."""
+        """Pad-resize and normalise: ``(B, 3, frame, frame)`` float32 and geometries."""
         prepared = [prepare_image(im, self.config.frame) for im in images]
         pixels = torch.stack([p.pixels for p in prepared])
         pixels = (pixels - self._mean) / self._std
@@ -178,3 +200,44 @@ def _set_patch_stride(model: nn.Module, patch: int, stride: int) -> None:
         return upstream(embeddings, gh * patch, gw * patch)
 
     emb.interpolate_pos_encoding = interpolate
+
+
+# ---------------------------------------------------------------------------- DINOv3 support
+def is_dinov3(model: nn.Module) -> bool:
+    """Whether ``model`` is a transformers ``DINOv3ViTModel`` (rotary positions, ``model.layer``)."""
+    return getattr(model.config, "model_type", "") == "dinov3_vit"
+
+
+def vit_blocks(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a DINOv2 (``encoder.layer``) or DINOv3 (``model.layer``) model."""
+    for path in ("encoder.layer", "model.layer"):
+        try:
+            return model.get_submodule(path)
+        except AttributeError:
+            continue
+    raise ConfigError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def _patch_size(mcfg) -> int:
+    p = mcfg.patch_size
+    if isinstance(p, (list, tuple)):
+        if len(set(p)) != 1:
+            raise ConfigError(f"non-square patches {tuple(p)} are not supported")
+        p = p[0]
+    return int(p)
+
+
+def folder_normalisation(path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` from a model folder's ``preprocessor_config.json`` (ImageNet's if absent)."""
+    f = Path(path) / "preprocessor_config.json"
+    if not f.is_file():
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        data = json.loads(f.read_text())
+        mean = tuple(float(v) for v in data.get("image_mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in data.get("image_std", IMAGENET_STD))
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigError(f"unreadable image processor config: {f}") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{f} must give 3 image_mean and 3 image_std values")
+    return mean, std

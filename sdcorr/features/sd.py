@@ -11,6 +11,10 @@ Unlike the reference: all tiles of all images run as one batch (chunked by ``bat
 U-Net stops right after the last hooked module, the VAE decoder is dropped after loading, and
 prompt embeddings are computed once per prompt and cached. The implicit captioner of ODISE is
 not used (plain SD-1.5 weights).
+
+CleanDIFT (``SDConfig.unet_weights`` + ``SDConfig.noise=False``): the pipeline's U-Net weights
+are replaced by a noise-free fine-tune and the clean latents go in unnoised, the timestep only
+conditioning the U-Net (CleanDIFT's GeoAware-SC evaluation uses t=261).
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ class SDFeatureExtractor:
         dt = resolve_dtype(dtype, dev)
         path = resolve_model(cfg.model, "sd", revision)
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dt)
+        if cfg.unet_weights:
+            from .unet_weights import load_unet_weights
+
+            load_unet_weights(unet, cfg.unet_weights)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dt)
         text = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dt)
         tok = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
@@ -226,11 +234,14 @@ class SDFeatureExtractor:
     def unet_features(
         self, latents: torch.Tensor, context: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Noise latents at ``config.timestep``; return the hooked maps ``{name: (N, C, h, w)}``."""
+        """Noise latents at ``config.timestep`` (clean latents when ``config.noise`` is off, the
+        timestep then only conditions the U-Net); return the hooked maps ``{name: (N, C, h, w)}``."""
         n, _, h, w = latents.shape
         t = torch.full((n,), self.config.timestep, device=self.device, dtype=torch.long)
-        noise = self.noise(h, w).to(self.device, latents.dtype).expand_as(latents)
-        noisy = self.scheduler.add_noise(latents, noise, t)
+        noisy = latents
+        if self.config.noise:
+            noise = self.noise(h, w).to(self.device, latents.dtype).expand_as(latents)
+            noisy = self.scheduler.add_noise(latents, noise, t)
         return capture(
             lambda: self.unet(noisy, t, encoder_hidden_states=context),
             self.modules,

@@ -150,3 +150,101 @@ def test_bad_tiling(tiny_models) -> None:
             str(tiny_models["sd"]), device="cpu", frame=256, tile_size=512
         )
     assert isinstance(SDConfig().layers, tuple)
+
+
+# ---------------------------------------------------------------------------- CleanDIFT options
+def _save_unet_weights(unet, path) -> str:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_unet_weights_equal_to_the_pipelines_give_identical_features(ext, tmp_path) -> None:
+    spec = _save_unet_weights(ext.unet, tmp_path / "same.safetensors")
+    other = SDFeatureExtractor.from_pretrained(
+        str(ext.config.model), device="cpu", unet_weights=spec, **SMALL
+    )
+    img = _image()
+    a, b = ext([img]), other([img])
+    assert all(torch.equal(a[k].features, b[k].features) for k in a)
+
+
+@pytest.mark.slow
+def test_other_unet_weights_give_the_features_of_that_unet_folder(tiny_models, tmp_path) -> None:
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from sdcorr.testing import TINY_UNET
+
+    torch.manual_seed(123)
+    unet = UNet2DConditionModel(**TINY_UNET)
+    spec = _save_unet_weights(unet, tmp_path / "other.safetensors")
+    folder = tmp_path / "sd-other"
+    shutil.copytree(tiny_models["sd"], folder)
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet")
+    img = _image(1)
+    replaced = SDFeatureExtractor.from_pretrained(
+        str(tiny_models["sd"]), device="cpu", unet_weights=spec, **SMALL
+    )([img])
+    expected = SDFeatureExtractor.from_pretrained(str(folder), device="cpu", **SMALL)([img])
+    original = SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", **SMALL)(
+        [img]
+    )
+    assert all(torch.equal(replaced[k].features, expected[k].features) for k in expected)
+    assert not torch.allclose(replaced["s3"].features, original["s3"].features)
+
+
+def test_unet_weights_errors(tiny_models, tmp_path) -> None:
+    from sdcorr.errors import ModelNotFoundError
+
+    sd = str(tiny_models["sd"])
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        SDFeatureExtractor.from_pretrained(sd, device="cpu", unet_weights=str(tmp_path / "x.pt"))
+    with pytest.raises(ModelNotFoundError) as err:  # offline (conftest): the one-line hub error
+        SDFeatureExtractor.from_pretrained(
+            sd, device="cpu", unet_weights="CompVis/cleandift:cleandift_sd15_unet.safetensors"
+        )
+    assert "--unet-weights" in str(err.value) and "\n" not in str(err.value)
+    from safetensors.torch import save_file
+
+    save_file({"conv_in.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ConfigError, match="do not fit"):
+        SDFeatureExtractor.from_pretrained(
+            sd, device="cpu", unet_weights=str(tmp_path / "bad.safetensors")
+        )
+
+
+@pytest.mark.slow
+def test_clean_latents_skip_the_noise_and_keep_the_timestep(tiny_models) -> None:
+    from sdcorr.features.hooks import capture
+
+    def make(**kw):
+        opts = {"noise": False, "timestep": 261, **SMALL, **kw}
+        return SDFeatureExtractor.from_pretrained(str(tiny_models["sd"]), device="cpu", **opts)
+
+    clean = make()
+    img = _image(2)
+    out = clean([img])
+    assert torch.equal(out["s3"].features, make(seed=7)([img])["s3"].features)  # no noise used
+    assert not torch.equal(out["s3"].features, make(timestep=10)([img])["s3"].features)
+    # against a direct U-Net call on the clean latents of one whole-frame tile
+    whole = SDFeatureExtractor.from_pretrained(
+        str(tiny_models["sd"]), device="cpu", noise=False, timestep=261, frame=128,
+        tile_size=None,
+    )  # fmt: skip
+    pixels = prepare_image(img, 128).pixels[None]
+    lat = whole.encode(pixels)
+    ctx = whole.prompt_embedding("")
+    t = torch.tensor([261])
+    with torch.inference_mode():
+        direct = capture(lambda: whole.unet(lat, t, encoder_hidden_states=ctx), whole.modules)
+    got = whole.extract_pixels(pixels, [""])
+    assert torch.allclose(got["s3"], direct["s3"].float(), atol=1e-6)
+    noisy = SDFeatureExtractor.from_pretrained(
+        str(tiny_models["sd"]), device="cpu", timestep=261, frame=128, tile_size=None
+    )
+    assert not torch.allclose(noisy.extract_pixels(pixels, [""])["s3"], got["s3"], atol=1e-3)
