@@ -70,6 +70,14 @@ class FeatureCache:
         self._mem: OrderedDict[tuple[str, str | None], Any] = OrderedDict()
         self.stats = {"extracted": 0, "memory_hits": 0, "disk_hits": 0}
 
+    def sibling(self, extract: Callable[[Path, str | None], Any], suffix: str) -> FeatureCache:
+        """A cache with the same size, folder and device for another extractor of the same images
+        (e.g. their mirrors); ``suffix`` is appended to the config key so disk entries differ."""
+        return FeatureCache(
+            extract, size=self.size, disk=self.disk, config_key=f"{self.config_key}{suffix}",
+            factory=self._factory, device=self._device,
+        )  # fmt: skip
+
     def get(self, path: Path, category: str | None = None) -> Any:
         """The features of image ``path`` (with its category prompt), extracting at most once."""
         key = (str(path), category)

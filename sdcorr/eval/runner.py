@@ -328,7 +328,10 @@ class ModelPredictor:
 
     Args:
         pipe: has ``extract(images, category=...)``, ``fuse(fa, fb)`` and
-            ``match_fused(fa, fb, points_a)`` (see :mod:`sdcorr.pipeline`).
+            ``match_fused(fa, fb, points_a)`` (see :mod:`sdcorr.pipeline`); when its
+            ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), also
+            ``extract(..., mirrored=True)`` and ``match_raw(ra, rb, points, mirror=...)``: the
+            source's mirror is extracted once per image and cached like any image.
         cache: a :class:`sdcorr.eval.cache.FeatureCache` whose extractor is
             :meth:`extract_one` of this object, or ``None`` for a memory LRU of 32 images.
         use_category: pass the pair's ``prompt_name`` (the natural name, e.g. "potted plant")
@@ -342,20 +345,40 @@ class ModelPredictor:
         self.pipe = pipe
         self.use_category = use_category
         self.cache = cache if cache is not None else FeatureCache(self.extract_one, size=32)
+        self._mirror: tuple[Any, Any] | None = None  # (cache it mirrors, mirror cache)
+
+    @property
+    def flip_align(self) -> bool:
+        """Whether the pipeline's match config asks for adaptive flip alignment (GeoAware-SC)."""
+        match = getattr(getattr(self.pipe, "config", None), "match", None)
+        return bool(getattr(match, "flip_align", False))
+
+    @property
+    def mirror_cache(self) -> Any:
+        """Cache of the sources' mirrors: same settings as :attr:`cache`, its own disk keys."""
+        if self._mirror is None or self._mirror[0] is not self.cache:
+            self._mirror = (self.cache, self.cache.sibling(self.extract_mirror, "-mirror"))
+        return self._mirror[1]
 
     def extract_one(self, path: Path, category: str | None) -> Any:
         """Raw features of one image (one image per call, so results never depend on batching)."""
         return self.pipe.extract([path], category=category)[0]
 
+    def extract_mirror(self, path: Path, category: str | None) -> Any:
+        """Raw features of the horizontal mirror of one image (for flip alignment)."""
+        return self.pipe.extract([path], category=category, mirrored=True)[0]
+
     def __call__(self, pair: SPairPair) -> np.ndarray:
         """``(K, 2)`` predicted ``(x, y)`` in the target's original pixels."""
         cat = pair.prompt_name if self.use_category else None
-        fa, fb = self.pipe.fuse(
-            self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
-        )
+        ra, rb = self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
         # annotations may sit on the far border (x == W); keep them on the image's last pixel
         w, h = pair.src_size[:2]
         src = torch.as_tensor(pair.src_kps, dtype=torch.float64)
         src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
-        matches = self.pipe.match_fused(fa, fb, src)
+        if self.flip_align:  # the source's mirror competes (features cached like any image's)
+            mirror = self.mirror_cache.get(pair.src_image, cat)
+            matches = self.pipe.match_raw(ra, rb, src, mirror=mirror)
+        else:
+            matches = self.pipe.match_fused(*self.pipe.fuse(ra, rb), src)
         return matches.points_b.detach().cpu().double().numpy()

@@ -179,3 +179,36 @@ def test_refusal_names_the_settings_that_differ(pairs, tmp_path) -> None:
         evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
     assert "eval.threshold: 'bbox' (previous run) != 'img' (this run)" in str(err.value)
     assert "eval.root" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_flip_align_preset_matches_from_the_cached_mirror(spair_root, tiny_models) -> None:
+    """With ``flip_align`` on (geoaware), the runner gives exactly what ``match_points`` gives,
+    and extracts each source's mirror once (a runner that ignores the option, or re-extracts the
+    mirror per pair, fails)."""
+    from sdcorr.config import get_preset
+    from sdcorr.pipeline import SDDino
+
+    cfg = get_preset("dino")
+    cfg = dataclasses.replace(
+        cfg, dino=dataclasses.replace(cfg.dino, frame=224),
+        match=dataclasses.replace(cfg.match, flip_align=True),
+    )  # fmt: skip
+    pipe = SDDino.from_pretrained(config=cfg, dino_model=str(tiny_models["dino"]), device="cpu")
+    calls: list[bool] = []
+    extract = pipe.extract
+
+    def counting(images, category=None, mirrored=False):
+        calls.append(mirrored)
+        return extract(images, category, mirrored=mirrored)
+
+    pipe.extract = counting
+    base = load_spair(spair_root, categories=["dog", "cow"])
+    pairs = [q for p in base for q in (p, _reverse(p))] + base  # every source used twice
+    predictor = ModelPredictor(pipe)
+    got = [predictor(pair) for pair in pairs]
+    assert calls.count(True) == 4 and calls.count(False) == 4  # 4 images, each mirror once
+    for pair, pred in zip(pairs, got, strict=True):
+        src = np.clip(pair.src_kps, 0, np.array(pair.src_size[:2]) - 1)
+        want = pipe.match_points(pair.src_image, pair.trg_image, src, flip_align=True)
+        np.testing.assert_array_equal(pred, want.points_b.double().numpy())
+    assert predictor.flip_align
