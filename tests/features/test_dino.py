@@ -30,7 +30,7 @@ def _keys(t: np.ndarray, a: float = -0.75) -> np.ndarray:
 def _bicubic_axis(x: np.ndarray, n: int, scale: float) -> np.ndarray:
     """Resample axis 0 of ``x`` to ``n`` samples at ``src = (i + 0.5) / scale - 0.5``."""
     m = x.shape[0]
-    out = np.zeros((n,) + x.shape[1:])
+    out = np.zeros((n, *x.shape[1:]))
     for i in range(n):
         src = (i + 0.5) / scale - 0.5
         x0 = math.floor(src)

@@ -136,7 +136,7 @@ def test_identity_transfer_lands_on_the_reference_cell_centre(size) -> None:
     img = np.zeros((h, w, 3), np.uint8)
     fm = PositionOracle(frame=N * S, stride=S)([img, img])
     g = torch.Generator().manual_seed(3)
-    pts = (torch.rand(300, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1, h - 1]))
+    pts = torch.rand(300, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1, h - 1])
     pts = torch.cat([pts, pts.round()])
     m = transfer_points(fm[0], fm[1], pts, MatchConfig(content_only=False))
     expected = torch.tensor(
