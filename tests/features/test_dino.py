@@ -174,7 +174,8 @@ def test_transformers_rule_is_one_option_away(tiny_models, image) -> None:
     assert torch.equal(feats, expected)
     hub_feats = hub.hidden_states[12][:, 1:].transpose(1, 2).reshape(1, -1, 16, 16)
     assert not torch.allclose(feats, hub_feats, atol=1e-3)
-    assert DinoConfig().pos_interpolation == "hub"
+    cfg = DinoConfig()
+    assert (cfg.frame, cfg.layer, cfg.facet, cfg.pos_interpolation) == (840, 11, "token", "hub")
     with pytest.raises(ConfigError, match="position interpolation"):
         ViTExtractor.from_pretrained(
             str(tiny_models["dino"]), device="cpu", pos_interpolation="nearest"
