@@ -210,3 +210,14 @@ def test_prepare_image_pads_with_black_and_keeps_content() -> None:
     assert (w, h) == (224, 112)
     assert p.pixels[:, :oy].abs().max() == 0 and p.pixels[:, oy + h :].abs().max() == 0
     assert torch.allclose(p.pixels[:, oy : oy + h, ox : ox + w], torch.tensor(200 / 255))
+
+
+def test_grid_points_are_cell_centres_of_their_own_cells() -> None:
+    g = Geometry(500, 333, 840, 14)  # pad (0, 140)
+    pts = g.grid_points(step=3)
+    cells = g.to_cell(pts)
+    assert ((cells % 3) == 0).all() and g.content_mask()[cells[:, 1], cells[:, 0]].all()
+    interior = (cells[:, 1] > 10) & (cells[:, 1] < 49)  # rows whose centre lies on the image
+    x, y = pts[interior, 0], pts[interior, 1]
+    assert torch.allclose(x, (14 * cells[interior, 0] + 6.5).double() / 1.68)
+    assert torch.allclose(y, (14 * cells[interior, 1] + 6.5 - 140).double() / 1.68)
