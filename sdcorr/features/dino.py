@@ -2,7 +2,10 @@
 
 The default reproduces SD-DINO: ``facebook/dinov2-base`` at an 840 frame (60x60 grid, patch 14),
 the output tokens of block 11 before the final LayerNorm (``hidden_states[12]``), CLS and
-register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop).
+register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop), and the
+37x37 position grid resized to the feature grid by the DINOv2 hub rule the reference ran
+(:func:`hub_pos_embeddings`; ``DinoConfig.pos_interpolation="transformers"`` keeps the
+transformers rule).
 """
 
 from __future__ import annotations
