@@ -69,7 +69,7 @@ def ref_model(folder: Path):
     """The checkpoint through transformers, with the hub's position rule patched in."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(folder).eval()
     emb = model.embeddings
     emb.interpolate_pos_encoding = lambda e, h, w: ref_pos_embeddings(
         emb.position_embeddings, h // 14
@@ -213,9 +213,9 @@ def test_dino_preset_picks_the_reference_cells(predictor, ref_features, pairs) -
         ref_px = ref_patch_to_pixel(ref_idx, wt, ht)
         inside = (ref_px >= 0).all(1) & (ref_px[:, 0] <= wt - 1) & (ref_px[:, 1] <= ht - 1)
         np.testing.assert_allclose(pred[agree & inside], ref_px[agree & inside], atol=1e-3)
-    print(f"\nreference-cell agreement: {same}/{total} = {same / total:.4f}; differ: {report}")
+    print(f"\nreference-cell agreement: {same}/{total} = {same / total:.4f}; differ: {report[:10]}")
     assert total >= 80
-    assert same / total >= 0.98, f"{same}/{total} agree; differ: {report}"
+    assert same / total >= 0.98, f"{same}/{total} agree; first differences: {report[:5]}"
 
 
 def test_real_weights_beat_random_weights(predictor, random_predictor, pairs) -> None:
