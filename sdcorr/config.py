@@ -89,6 +89,9 @@ class DinoConfig:
     facet: str = "token"
     stride: int | None = None
     batch_size: int = 4
+    # DINOv2 position grid -> feature grid: "hub" (the facebookresearch/dinov2 rule the reference
+    # ran: bicubic, scale_factor (n + 0.1) / 37) or "transformers" (bicubic to size=(n, n))
+    pos_interpolation: str = "hub"
 
 
 @dataclass(frozen=True)

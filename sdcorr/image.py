@@ -6,11 +6,16 @@ Conventions (see DESIGN.md):
   integer coordinates, so the image covers ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
 * The model frame is a ``frame x frame`` square: the image is resized (aspect kept, long side to
   ``frame``, short side ``round(frame * short / long)``, PIL LANCZOS) and pasted centred on black
-  padding at offset ``((frame - w') // 2, (frame - h') // 2)``. Never a crop.
-* A feature grid of ``n = (frame - patch) // stride + 1`` cells per side; cell ``i`` covers frame
-  pixels ``[i * stride, i * stride + patch)`` and its centre is ``i * stride + (patch - 1) / 2``.
-  With ``patch == stride`` (the default) cell ``i`` of DINOv2 at 840 covers ``[14 i, 14 i + 14)``
-  and its centre is ``14 i + 6.5``, exactly as in the reference code.
+  padding at offset ``pad = ((frame - w') // 2, (frame - h') // 2)``. Never a crop.
+* Points move between original pixels and the frame by the SD-DINO reference's rule,
+  ``x_frame = x * frame / max(W, H) + pad`` (one scale for both axes, no half-pixel terms), and
+  back by its exact inverse.
+* A feature grid of ``n = (frame - patch) // stride + 1`` cells per side; cell ``i`` owns frame
+  coordinates ``[i * stride + d, (i + 1) * stride + d)`` with ``d = (patch - stride) / 2`` and its
+  centre is ``i * stride + (patch - 1) / 2``. With ``patch == stride`` (the default) a point goes
+  to cell ``int(x_frame / stride)`` and cell ``i`` of DINOv2 at 840 has its centre at
+  ``14 i + 6.5``, exactly as in the reference code; a point at a cell centre maps to that cell and
+  back to itself.
 """
 
 from __future__ import annotations
@@ -92,34 +97,42 @@ class Geometry:
         span = self.grid[0] * self.stride  # frame pixels covered by the cells
         return replace(self, stride=span / n, patch=None)
 
-    def _scale(self) -> torch.Tensor:
-        w, h = self.resized
-        return torch.tensor([w / self.width, h / self.height], dtype=torch.float64)
+    @property
+    def scale(self) -> float:
+        """Frame pixels per original pixel, ``frame / max(W, H)`` (both axes)."""
+        return self.frame / max(self.width, self.height)
 
     def _offset(self) -> torch.Tensor:
         return torch.tensor(self.offset, dtype=torch.float64)
 
     # ----------------------------------------------------------------- point maps
     def to_frame(self, points: torch.Tensor) -> torch.Tensor:
-        """Original pixels ``(K, 2)`` → model-frame pixels ``(K, 2)`` (float64)."""
+        """Original pixels ``(K, 2)`` → model-frame pixels ``(K, 2)`` (float64).
+
+        The reference's rule ``x * frame / max(W, H) + pad`` (no half-pixel terms).
+        """
         p = _as_points(points)
-        return (p + 0.5) * self._scale() - 0.5 + self._offset()
+        return p * self.scale + self._offset()
 
     def from_frame(self, points: torch.Tensor) -> torch.Tensor:
-        """Model-frame pixels ``(K, 2)`` → original pixels ``(K, 2)`` (float64)."""
+        """Model-frame pixels ``(K, 2)`` → original pixels ``(K, 2)`` (float64).
+
+        The exact inverse of :meth:`to_frame`: ``(x_frame - pad) * max(W, H) / frame``.
+        """
         p = _as_points(points)
-        return (p - self._offset() + 0.5) / self._scale() - 0.5
+        return (p - self._offset()) / self.scale
 
     def frame_to_cell(self, points: torch.Tensor) -> torch.Tensor:
         """Frame pixels ``(K, 2)`` → containing grid cell ``(K, 2)`` as ``(col, row)`` int64.
 
-        A point belongs to the cell whose centre is nearest (for ``patch == stride``: the cell
-        that contains it). Frame points are clamped into the grid, which only matters for the
-        half pixel at the far border.
+        ``floor((x_frame - d) / stride)`` with ``d = (patch - stride) / 2``; for ``patch ==
+        stride`` this is the reference's ``int(n / frame * x_frame)``. Points beyond the grid
+        (the frame's far border, or a point half a pixel left of a zero-padding image) are
+        clamped into it.
         """
         p = _as_points(points)
         half = (self.cell - self.stride) / 2
-        idx = torch.floor((p + 0.5 - half) / self.stride).long()
+        idx = torch.floor((p - half) / self.stride).long()
         return idx.clamp(0, self.grid[0] - 1)
 
     def cell_centre(self, cells: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,14 @@ from sdcorr.image import Geometry, load_image, prepare_image
 SIZES = {"portrait": (333, 500), "landscape": (500, 334), "square": (256, 256), "tiny": (3, 2)}
 
 
+def _ref_frame(x: float, y: float, w: int, h: int, n: int) -> tuple[float, float]:
+    """The SD-DINO reference's keypoint rule, written out: ``x * n / max(W, H) + pad``."""
+    long = max(w, h)
+    pad_x = int((n - round(n * w / long)) / 2) if w < h else 0
+    pad_y = int((n - round(n * h / long)) / 2) if h < w else 0
+    return x * n / long + pad_x, y * n / long + pad_y
+
+
 @pytest.mark.parametrize("name", list(SIZES))
 @pytest.mark.parametrize("frame,stride", [(840, 14), (960, 16), (960, 64)])
 def test_round_trip(name: str, frame: int, stride: int) -> None:
@@ -21,14 +29,69 @@ def test_round_trip(name: str, frame: int, stride: int) -> None:
     pts = torch.rand(200, 2, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0])
     back = g.from_frame(g.to_frame(pts))
     assert torch.allclose(back, pts, atol=1e-9)
-    # corners of the image land on the corners of the content region
-    ox, oy = g.offset
-    rw, rh = g.resized
-    corners = torch.tensor([[-0.5, -0.5], [w - 0.5, h - 0.5]], dtype=torch.float64)
-    f = g.to_frame(corners)
-    assert torch.allclose(
-        f, torch.tensor([[ox - 0.5, oy - 0.5], [ox + rw - 0.5, oy + rh - 0.5]], dtype=torch.float64)
-    )
+    # every point follows the reference rule (x != y, so an x/y swap fails)
+    expected = [_ref_frame(x, y, w, h, frame) for x, y in pts.tolist()]
+    assert torch.allclose(g.to_frame(pts), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_to_frame_literals() -> None:
+    # 500 x 333 at 840: scale 1.68, content 840 x 559, pad (0, 140)
+    g = Geometry(500, 333, 840, 14)
+    f = g.to_frame([[25.0, 100.0], [8.0, 3.0]])
+    assert torch.allclose(f, torch.tensor([[42.0, 308.0], [13.44, 145.04]], dtype=torch.float64))
+    # 333 x 500 at 960: scale 1.92, content 639 x 960, pad (160, 0)
+    g = Geometry(333, 500, 960, 16)
+    f = g.to_frame([[10.0, 50.0]])
+    assert torch.allclose(f, torch.tensor([[179.2, 96.0]], dtype=torch.float64))
+    assert torch.allclose(g.from_frame(f), torch.tensor([[10.0, 50.0]], dtype=torch.float64))
+
+
+def test_keypoint_to_cell_is_the_reference_rule() -> None:
+    # the reference: cell = int(n / frame * x_frame) with x_frame = x * frame / max(W, H) + pad
+    g = Geometry(500, 250, 840, 14)  # scale 1.68, pad (0, 210)
+    pts = [[400.0, 20.0], [8.0, 3.0], [25.0, 100.0], [499.0, 249.0], [0.0, 0.0]]
+    cells = g.to_cell(pts).tolist()
+    assert cells[0] == [48, 17]  # (col, row): int(672 / 14), int(243.6 / 14)
+    # 8 -> 13.44 is cell 0 (a half-pixel rule, (8.5 * 1.68 - 0.5 + 0.5) / 14, gives cell 1)
+    assert cells[1] == [0, 15]
+    expected = []
+    for x, y in pts:
+        fx, fy = _ref_frame(x, y, 500, 250, 840)
+        expected.append([int(60 / 840 * fx), int(60 / 840 * fy)])
+    assert cells == expected
+
+
+@pytest.mark.parametrize("size", [(500, 333), (333, 500), (640, 480), (256, 256)])
+@pytest.mark.parametrize("frame,stride", [(840, 14), (960, 16), (960, 64)])
+def test_keypoint_to_cell_matches_reference_on_many_points(size, frame, stride) -> None:
+    w, h = size
+    g = Geometry(w, h, frame, stride)
+    n = g.grid[0]
+    gen = torch.Generator().manual_seed(1)
+    pts = torch.rand(500, 2, dtype=torch.float64, generator=gen) * torch.tensor([w - 1.0, h - 1.0])
+    pts = torch.cat([pts, pts.round()])  # integer annotations, as in SPair
+    expected = []
+    for x, y in pts.tolist():
+        fx, fy = _ref_frame(x, y, w, h, frame)
+        expected.append([int(n / frame * fx), int(n / frame * fy)])
+    assert g.to_cell(pts).tolist() == expected
+
+
+@pytest.mark.parametrize("size", [(500, 333), (333, 500), (100, 7)])
+def test_cell_centre_round_trip_is_exact(size) -> None:
+    w, h = size
+    g = Geometry(w, h, 840, 14)
+    long, (ox, oy) = max(w, h), g.offset
+    cells = torch.nonzero(g.content_mask()).flip(1)  # (col, row)
+    p = g.cell_to_original(cells, clip=False)
+    # the reference's prediction: centre 14 c + 6.5 in the frame, mapped back by the same rule
+    ref = torch.stack(
+        [(14 * cells[:, 0] + 6.5 - ox) * long / 840, (14 * cells[:, 1] + 6.5 - oy) * long / 840], 1
+    ).double()
+    assert torch.allclose(p, ref, atol=1e-9)
+    # a point at a cell centre maps to that cell, and back to itself
+    assert torch.equal(g.to_cell(p), cells)
+    assert torch.allclose(g.cell_to_original(g.to_cell(p), clip=False), p, atol=1e-9)
 
 
 def test_resize_and_padding_match_reference_rule() -> None:
@@ -46,10 +109,11 @@ def test_cell_centres_follow_the_reference_convention() -> None:
     assert g.grid == (60, 60)
     centres = g.cell_centre(torch.tensor([[0, 0], [59, 3]]))
     assert centres.tolist() == [[6.5, 6.5], [59 * 14 + 6.5, 3 * 14 + 6.5]]
-    # integer pixel x belongs to cell floor(x / 14), as in the reference
-    xs = torch.arange(840, dtype=torch.float64)
-    cells = g.frame_to_cell(torch.stack([xs, xs], 1))[:, 0]
-    assert torch.equal(cells, (xs // 14).long())
+    # frame x belongs to cell floor(x / 14), as in the reference (fractional x included)
+    xs = torch.arange(0, 840, 0.25, dtype=torch.float64)
+    cells = g.frame_to_cell(torch.stack([xs, 2 * xs.flip(0) % 840], 1))
+    assert torch.equal(cells[:, 0], (xs // 14).long())
+    assert torch.equal(cells[:, 1], ((2 * xs.flip(0) % 840) // 14).long())
     # every cell centre maps back into its own cell
     rc = torch.stack(torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij"), -1).view(
         -1, 2
@@ -146,3 +210,14 @@ def test_prepare_image_pads_with_black_and_keeps_content() -> None:
     assert (w, h) == (224, 112)
     assert p.pixels[:, :oy].abs().max() == 0 and p.pixels[:, oy + h :].abs().max() == 0
     assert torch.allclose(p.pixels[:, oy : oy + h, ox : ox + w], torch.tensor(200 / 255))
+
+
+def test_grid_points_are_cell_centres_of_their_own_cells() -> None:
+    g = Geometry(500, 333, 840, 14)  # pad (0, 140)
+    pts = g.grid_points(step=3)
+    cells = g.to_cell(pts)
+    assert ((cells % 3) == 0).all() and g.content_mask()[cells[:, 1], cells[:, 0]].all()
+    interior = (cells[:, 1] > 10) & (cells[:, 1] < 49)  # rows whose centre lies on the image
+    x, y = pts[interior, 0], pts[interior, 1]
+    assert torch.allclose(x, (14 * cells[interior, 0] + 6.5).double() / 1.68)
+    assert torch.allclose(y, (14 * cells[interior, 1] + 6.5 - 140).double() / 1.68)

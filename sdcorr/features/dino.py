@@ -2,7 +2,10 @@
 
 The default reproduces SD-DINO: ``facebook/dinov2-base`` at an 840 frame (60x60 grid, patch 14),
 the output tokens of block 11 before the final LayerNorm (``hidden_states[12]``), CLS and
-register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop).
+register tokens dropped, ImageNet normalisation, pad-resize (never a centre crop), and the
+37x37 position grid resized to the feature grid by the DINOv2 hub rule the reference ran
+(:func:`hub_pos_embeddings`; ``DinoConfig.pos_interpolation="transformers"`` keeps the
+transformers rule).
 
 DINOv3 (``DINOv3ViTModel``, patch 16, rotary positions, 4 register tokens in the released
 models) goes through the same code: its blocks are found under ``model.layer`` instead of
@@ -14,11 +17,13 @@ model folder's ``preprocessor_config.json`` (ImageNet's when the folder has none
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import DinoConfig
@@ -33,6 +38,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "key", "query", "value")
 DEFAULT_GRID = 60  # cells per side of the default frame (SD-DINO's 840 / 14)
+POS_INTERPOLATIONS = ("hub", "transformers")
+HUB_INTERPOLATE_OFFSET = 0.1  # facebookresearch/dinov2 ``interpolate_offset``
 
 
 class ViTExtractor:
@@ -67,6 +74,8 @@ class ViTExtractor:
         self.config = cfg
         self.num_prefix = 1 + int(getattr(mcfg, "num_register_tokens", 0) or 0)
         _validate(cfg, mcfg.num_hidden_layers, self.patch, self.stride)
+        if cfg.pos_interpolation == "hub" and _is_dinov2(self.model):
+            _use_hub_pos_interpolation(self.model, self.patch)
         if self.stride != self.patch:
             if is_dinov3(self.model):
                 raise ConfigError("overlapping patches (stride < patch) need a DINOv2 model")
@@ -86,16 +95,22 @@ class ViTExtractor:
         image_size: int | None = None,
         stride: int | None = None,
         revision: str | None = None,
+        pos_interpolation: str = "hub",
     ) -> ViTExtractor:
         """Load DINOv2 or DINOv3 from a hub id, alias or local folder (e.g. ``sdcorr pretrain``
         output).
 
         ``device="auto"`` picks cuda, mps, then cpu; ``dtype=None`` is fp16 on CUDA, else fp32;
         ``image_size=None`` is 60 x patch (840 for DINOv2, 960 for DINOv3).
+        ``pos_interpolation="hub"`` resizes DINOv2's position grid as the DINOv2 hub code does
+        (see :func:`hub_pos_embeddings`); ``"transformers"`` keeps the transformers rule.
         """
         from transformers import AutoModel
 
-        cfg = DinoConfig(model=model, frame=image_size, layer=layer, facet=facet, stride=stride)
+        cfg = DinoConfig(
+            model=model, frame=image_size, layer=layer, facet=facet, stride=stride,
+            pos_interpolation=pos_interpolation,
+        )  # fmt: skip
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         path = resolve_model(model, "dino", revision)
@@ -111,7 +126,7 @@ class ViTExtractor:
         c = config
         return cls.from_pretrained(
             c.model, device=device, dtype=dtype, layer=c.layer, facet=c.facet,
-            image_size=c.frame, stride=c.stride,
+            image_size=c.frame, stride=c.stride, pos_interpolation=c.pos_interpolation,
         )  # fmt: skip
 
     def optimize(self, compile: bool = False, backend: str | None = None) -> ViTExtractor:
@@ -163,6 +178,11 @@ class ViTExtractor:
 
 
 def _validate(cfg: DinoConfig, num_layers: int, patch: int, stride: int) -> None:
+    if cfg.pos_interpolation not in POS_INTERPOLATIONS:
+        raise ConfigError(
+            f"unknown position interpolation '{cfg.pos_interpolation}' "
+            f"(valid: {', '.join(POS_INTERPOLATIONS)})"
+        )
     if cfg.facet not in FACETS:
         raise ConfigError(f"unknown facet '{cfg.facet}' (valid: {', '.join(FACETS)})")
     if not 0 <= cfg.layer < num_layers:
@@ -181,6 +201,57 @@ def facet_module(block: nn.Module, facet: str) -> nn.Module:
         except AttributeError:
             continue
     raise ConfigError(f"cannot find the {facet} projection in {type(block).__name__}")
+
+
+def hub_pos_embeddings(
+    table: torch.Tensor, grid: tuple[int, int], offset: float = HUB_INTERPOLATE_OFFSET
+) -> torch.Tensor:
+    """Resize a ViT position table to a ``grid`` of patches by the DINOv2 hub rule.
+
+    The hub code (``facebookresearch/dinov2``, as loaded by the SD-DINO reference) resizes the
+    ``M x M`` grid bicubically (``align_corners=False``, no antialias, in float32) with
+    ``scale_factor = (n + offset) / M`` rather than ``size = (n, n)``; the scale factor sets the
+    sampling positions, so every token differs from transformers' ``size=`` rule. A grid equal to
+    the table's is returned unchanged.
+
+    Args:
+        table: ``(1, 1 + M * M, C)`` position embeddings, class token first.
+        grid: ``(h, w)`` patches of the input.
+        offset: the hub's ``interpolate_offset``.
+
+    Returns:
+        ``(1, 1 + h * w, C)`` in ``table``'s dtype.
+    """
+    m = math.isqrt(table.shape[1] - 1)
+    if m * m != table.shape[1] - 1:
+        raise ValueError(f"position table of {table.shape[1] - 1} patches is not square")
+    if tuple(grid) == (m, m):
+        return table
+    h, w = grid
+    pos = table[:, 1:].float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+    scale = ((h + offset) / m, (w + offset) / m)
+    pos = F.interpolate(pos, scale_factor=scale, mode="bicubic", align_corners=False)
+    if tuple(pos.shape[-2:]) != (h, w):
+        raise ValueError(f"hub interpolation gave a {tuple(pos.shape[-2:])} grid, not {(h, w)}")
+    pos = pos.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(table.dtype)
+    return torch.cat([table[:, :1], pos], dim=1)
+
+
+def _is_dinov2(model: nn.Module) -> bool:
+    kind = getattr(model.config, "model_type", "")
+    return kind in ("dinov2", "dinov2_with_registers")
+
+
+def _use_hub_pos_interpolation(model: nn.Module, patch: int) -> None:
+    """Make the model's embeddings use :func:`hub_pos_embeddings` (instance-level, upstream code
+    untouched; called with the input height and width as transformers does)."""
+    emb = model.embeddings
+
+    def interpolate(embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        grid = (height // patch, width // patch)
+        return hub_pos_embeddings(emb.position_embeddings, grid).to(embeddings.dtype)
+
+    emb.interpolate_pos_encoding = interpolate
 
 
 def _set_patch_stride(model: nn.Module, patch: int, stride: int) -> None:

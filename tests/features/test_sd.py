@@ -11,6 +11,13 @@ from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
 from sdcorr.image import prepare_image
 
 SMALL = dict(frame=192, tile_size=128)  # tiles at {0, 64}: 64 px overlap, like 960/512
+# The reference's features (sd-dino/ODISE raw mode, decoder output blocks 2, 5 and 8) as diffusers
+# module paths, written out here so that a wrong entry in sdcorr's layer table fails a test.
+REFERENCE_LAYERS = {
+    "s5": "up_blocks.0.resnets.1",
+    "s4": "up_blocks.1.attentions.1",
+    "s3": "up_blocks.2.attentions.1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +27,14 @@ def ext(tiny_models) -> SDFeatureExtractor:
 
 def _image(seed: int = 0, h: int = 150, w: int = 190) -> torch.Tensor:
     return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_defaults_are_the_reference_settings(ext) -> None:
+    cfg = SDConfig()
+    assert dict(cfg.layers) == REFERENCE_LAYERS
+    assert (cfg.frame, cfg.tile_size, cfg.timestep, cfg.seed) == (960, 512, 100, 42)
+    for name, path in REFERENCE_LAYERS.items():
+        assert ext.modules[name] is ext.unet.get_submodule(path), name
 
 
 def test_tile_offsets() -> None:
@@ -45,7 +60,7 @@ def test_hooked_features_equal_a_plain_full_forward(ext) -> None:
             ext.unet.get_submodule(path).register_forward_hook(
                 lambda m, i, o, n=name: seen.__setitem__(n, o[0] if isinstance(o, tuple) else o)
             )
-            for name, path in ext.config.layers
+            for name, path in REFERENCE_LAYERS.items()
         ]
         ext.unet(noisy, torch.full((len(z),), 100), encoder_hidden_states=ctx)  # full forward
         for h in handles:

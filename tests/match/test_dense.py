@@ -83,3 +83,23 @@ def test_156_grid_fits_in_chunks() -> None:
     content = flow.geometry_a.content_mask()
     c = flow.cells_a.long()
     assert content[c[..., 1], c[..., 0]].all()
+
+
+def test_dense_pixels_use_the_reference_cell_rule_on_a_non_square_image() -> None:
+    # identity on a 500 x 333 image: pixel (x, y) of B reads cell int(n / frame * x_frame) with
+    # x_frame = x * frame / 500 + pad, and maps to that cell's centre in A by the same rule
+    w, h, frame = 500, 333, N * S
+    img = np.zeros((h, w, 3), np.uint8)
+    fm = PositionOracle(frame=frame, stride=S)([img, img])
+    fa, fb = fm[0], fm[1]
+    px = match_dense(fa, fb).to_pixels("nearest")
+    s, pad_y = frame / w, (frame - round(frame * h / w)) // 2
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx = (N / frame * (xs * s)).astype(int)
+    cy = (N / frame * (ys * s + pad_y)).astype(int)
+    ex = (S * cx + 6.5) / s
+    ey = (S * cy + 6.5 - pad_y) / s
+    ok = (ey >= 0) & (ey <= h - 1) & (ex <= w - 1)
+    assert ok.mean() > 0.9
+    assert np.allclose(px[..., 0].numpy()[ok], ex[ok], atol=1e-3)
+    assert np.allclose(px[..., 1].numpy()[ok], ey[ok], atol=1e-3)

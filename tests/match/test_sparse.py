@@ -115,3 +115,44 @@ def test_chunked_nearest_equals_unchunked() -> None:
     assert torch.equal(i1, i2) and torch.allclose(s1, s2, atol=1e-6)
     assert valid[i1].all()
     assert torch.equal(i2, (q @ bank.t()).masked_fill(~valid, -2).argmax(1))
+
+
+def _ref_cell_centre(x: float, y: float, w: int, h: int, n: int = N, frame: int = N * S):
+    """The reference, written out: keypoint → cell ``int(n / frame * (x * frame / max(W, H) +
+    pad))``, prediction ``14 c + 6.5`` mapped back by the same rule."""
+    long = max(w, h)
+    pad_x = int((frame - round(frame * w / long)) / 2) if w < h else 0
+    pad_y = int((frame - round(frame * h / long)) / 2) if h < w else 0
+    cx = int(n / frame * (x * frame / long + pad_x))
+    cy = int(n / frame * (y * frame / long + pad_y))
+    return ((S * cx + 6.5 - pad_x) * long / frame, (S * cy + 6.5 - pad_y) * long / frame)
+
+
+@pytest.mark.parametrize("size", [(500, 333), (300, 470)])
+def test_identity_transfer_lands_on_the_reference_cell_centre(size) -> None:
+    # A and B are the same non-square image: every point lands on its own cell's centre, where
+    # the reference puts it (no half-pixel terms), with x and y kept apart
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    fm = PositionOracle(frame=N * S, stride=S)([img, img])
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(300, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1, h - 1])
+    pts = torch.cat([pts, pts.round()])
+    m = transfer_points(fm[0], fm[1], pts, MatchConfig(content_only=False))
+    expected = torch.tensor(
+        [_ref_cell_centre(x, y, w, h) for x, y in pts.tolist()], dtype=torch.float64
+    )
+    inside = (expected[:, 0] <= w - 1) & (expected[:, 1] <= h - 1) & (expected >= 0).all(1)
+    assert inside.float().mean() > 0.8
+    assert torch.allclose(m.points_b.double()[inside], expected[inside], atol=1e-4)
+    # a point at a returned cell centre maps to itself
+    again = transfer_points(fm[0], fm[1], m.points_b[inside], MatchConfig(content_only=False))
+    assert torch.allclose(again.points_b, m.points_b[inside], atol=1e-4)
+    # soft-argmax over a symmetric neighbourhood stays on the same centre (interior points)
+    soft = transfer_points(fm[0], fm[1], m.points_b[inside], MatchConfig(soft_argmax=True))
+    cells = fm[1].geometry[0].to_cell(m.points_b[inside])
+    interior = ((cells >= 5) & (cells < N - 5)).all(1) & fm[1].geometry[0].content_mask()[
+        cells[:, 1], cells[:, 0]
+    ]
+    assert interior.any()
+    assert torch.allclose(soft.points_b[interior], m.points_b[inside][interior], atol=1e-3)
