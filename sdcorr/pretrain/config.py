@@ -119,7 +119,11 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW, parameter groups and schedules (lr = base_lr * sqrt(total batch / lr_ref_batch))."""
+    """AdamW, parameter groups and schedules (lr = base_lr * sqrt(total batch / lr_ref_batch)).
+
+    ``backbone_lr_mult`` scales the lr of every backbone parameter (1 in the recipe); the
+    heads keep the full lr.
+    """
 
     base_lr: float = 0.004
     lr_ref_batch: int = 1024
@@ -133,6 +137,7 @@ class OptimConfig:
     momentum_teacher_end: float = 1.0
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
+    backbone_lr_mult: float = 1.0
     freeze_last_layer_epochs: float = 1
     clip_grad: float = 3.0
     betas: tuple[float, float] = (0.9, 0.999)

@@ -86,7 +86,7 @@ def build_state(
         student = wrap_ddp(student, device)
     base = getattr(student, "module", student)
     groups = param_groups(base, cfg.model.num_layers, cfg.optim.layer_decay,
-                          cfg.optim.patch_embed_lr_mult)  # fmt: skip
+                          cfg.optim.patch_embed_lr_mult, cfg.optim.backbone_lr_mult)  # fmt: skip
     for g in groups:
         g.pop("names")
     optimizer = torch.optim.AdamW(groups, lr=0.0, betas=cfg.optim.betas, foreach=True)
