@@ -122,7 +122,7 @@ class OptimConfig:
     """AdamW, parameter groups and schedules (lr = base_lr * sqrt(total batch / lr_ref_batch)).
 
     ``backbone_lr_mult`` scales the lr of every backbone parameter (1 in the recipe); the
-    heads keep the full lr.
+    heads keep the full lr. ``--init`` multiplies it by ``init_lr_mult`` (pretrained backbone).
     """
 
     base_lr: float = 0.004
@@ -138,6 +138,7 @@ class OptimConfig:
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     backbone_lr_mult: float = 1.0
+    init_lr_mult: float = 0.01
     freeze_last_layer_epochs: float = 1
     clip_grad: float = 3.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -242,14 +243,15 @@ PRESETS: dict[str, PretrainConfig] = {
             mlp_ratio=2,
             image_size=56,
             drop_path=0.1,
-            head_prototypes=128,
+            head_prototypes=16,
             head_hidden=64,
             head_bottleneck=32,
-            ibot_prototypes=128,
+            ibot_prototypes=16,
             ibot_hidden=64,
             ibot_bottleneck=32,
+            norm_last_layer=True,
         ),
-        loss=LossConfig(warmup_teacher_temp_epochs=3),
+        loss=LossConfig(warmup_teacher_temp=0.04, teacher_temp=0.04, warmup_teacher_temp_epochs=3),
         optim=OptimConfig(
             base_lr=0.004,
             lr_ref_batch=8,
@@ -265,8 +267,8 @@ PRESETS["tiny-scratch"] = replace(
     PRESETS["tiny"],
     name="tiny-scratch",
     data=replace(
-        PRESETS["tiny"].data, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5), p_jitter=0.3,
-        p_grayscale=0.0, blur_probs=(0.0, 0.0, 0.0), p_solarize=0.0,
+        PRESETS["tiny"].data, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5), p_grayscale=0.0,
+        blur_probs=(0.0, 0.0, 0.0), p_solarize=0.0,
     ),
     model=replace(
         PRESETS["tiny"].model, hidden_size=64, num_layers=4, num_heads=4, layerscale=1.0,

@@ -35,7 +35,9 @@ def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
     """``cfg`` with the backbone architecture of model ``name`` and ``model.init`` set.
 
     The crop sizes, heads, losses and schedules of ``cfg`` stay; ``image_size`` becomes the
-    global-crop size (the position table is resized to it).
+    global-crop size (the position table is resized to it), and the backbone lr is multiplied by
+    ``optim.init_lr_mult`` (0.01 by default: the fresh heads learn at the full lr while the
+    pretrained features move slowly).
 
     Raises:
         ConfigError: the folder is not a DINOv2 model.
@@ -65,7 +67,8 @@ def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
         use_swiglu_ffn=bool(hf.get("use_swiglu_ffn", False)),
         num_register_tokens=int(hf.get("num_register_tokens", 0)),
     )
-    return replace(cfg, model=model)
+    optim = replace(cfg.optim, backbone_lr_mult=cfg.optim.backbone_lr_mult * cfg.optim.init_lr_mult)
+    return replace(cfg, model=model, optim=optim)
 
 
 def load_pretrained(path: str | Path) -> nn.Module:

@@ -25,7 +25,9 @@ def test_partial_yaml_and_errors(tmp_path) -> None:
     assert cfg.model == PRESETS["tiny"].model
     with pytest.raises(ConfigError, match="unknown config key 'nope'"):
         merge(cfg, {"run": {"nope": 1}})
-    with pytest.raises(ConfigError, match="valid: tiny, tiny-scratch, vitb14, vitg14, vitl14, vits14"):
+    with pytest.raises(
+        ConfigError, match="valid: tiny, tiny-scratch, vitb14, vitg14, vitl14, vits14"
+    ):
         get_preset("vitx")
     with pytest.raises(ConfigError, match="multiple of the patch size"):
         validate(merge(cfg, {"data": {"local_size": 30}}))
@@ -59,7 +61,7 @@ def test_large_presets_follow_the_large_configs() -> None:
 
 
 def test_steps_rescale_epoch_schedules(tmp_path) -> None:
-    tiny = merge(get_preset("tiny"), {"run": {"steps": 200}})
+    tiny = merge(get_preset("tiny"), {"run": {"steps": 200}, "loss": {"teacher_temp": 0.07}})
     # tiny: 10 epochs, warm-up 1, last layer frozen 0.4, teacher temperature warm-up 3
     assert tiny.effective_schedule() == {"total_steps": 200, "lr_warmup_steps": 20,
                                          "freeze_last_layer_steps": 8,
