@@ -46,6 +46,7 @@ def _params(name: str) -> int:
         return sum(p.numel() for p in build_backbone(PRESETS[name].model).parameters())
 
 
+@pytest.mark.slow  # building ViT-g, even on the meta device, takes seconds
 def test_large_presets_follow_the_large_configs() -> None:
     for name in ("vitl14", "vitg14"):
         c = PRESETS[name]

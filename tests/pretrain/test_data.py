@@ -69,7 +69,7 @@ def test_crops_are_antialiased_like_pil_bicubic() -> None:
     x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
     ours = resized_crop(x, (0, 0, 90, 120), 28)
     pil = Image.fromarray(img).resize((28, 28), Image.Resampling.BICUBIC)
-    ref = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).float() / 255
+    ref = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
     assert (ours - ref).abs().mean() < 0.01
     # without antialiasing the downsampled noise keeps its full contrast
     plain = torch.nn.functional.interpolate(x[None], size=(28, 28), mode="bicubic")[0]
