@@ -132,15 +132,24 @@ def _snapshot(repo: str, kind: Kind, revision: str | None, local_only: bool) -> 
 
 
 def _reason(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    name = type(err).__name__
-    if "Connection" in name or "connect" in text.lower() or "resolve" in text.lower():
+    """Why a download failed, from the type of huggingface_hub's error (never its wording)."""
+    from huggingface_hub import errors
+
+    if isinstance(err, errors.GatedRepoError):  # before RepositoryNotFoundError, its base class
+        return "access to it is gated (accept its licence on the Hub, then `hf auth login`)"
+    if isinstance(err, errors.RepositoryNotFoundError):
+        return "no such model on the Hub (or it is private: log in with `hf auth login`)"
+    if isinstance(err, errors.RevisionNotFoundError):
+        return "the Hub has no such revision of it"
+    if isinstance(err, errors.HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            return "access denied (log in with `hf auth login`)"
+        return f"the Hub answered with HTTP {status}" if status else "the Hub request failed"
+    if isinstance(err, (errors.LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+        # snapshot_download raises LocalEntryNotFoundError when the Hub cannot be reached
         return "the Hugging Face Hub cannot be reached"
-    if "RepositoryNotFound" in name or "404" in text:
-        return "no such model on the Hub"
-    if "Gated" in name or "401" in text or "403" in text:
-        return "access denied (log in with `hf auth login`)"
-    return f"download failed: {name}"
+    return f"download failed: {type(err).__name__}"
 
 
 def _not_found(repo: str, kind: Kind, reason: str) -> ModelNotFoundError:

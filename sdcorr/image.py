@@ -222,7 +222,8 @@ def load_image(src: ImageLike) -> Image.Image:
         RGB image with EXIF orientation applied (grey, palette, RGBA and CMYK are converted).
 
     Raises:
-        ImageLoadError: the file is missing, is not an image, or the image has zero size.
+        ImageLoadError: the file is missing, is not an image, has zero size, or has more than
+            twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb guard).
     """
     if isinstance(src, (str, Path)):
         img = _open(Path(src))
@@ -249,6 +250,12 @@ def _open(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.copy() if im.mode != "P" else im.convert("RGBA")
+    except Image.DecompressionBombError:
+        raise ImageLoadError(
+            f"image too large: {path} has more than twice Pillow's limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard); shrink it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"not a readable image: {path} ({type(err).__name__})") from None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from PIL import Image
 from .io import atomic_path
 from .types import FeatureMap, Matches
 
+if TYPE_CHECKING:
+    from .match.dense import DenseFlow
+
 __all__ = [
     "ease_out",
     "pca_rgb",
@@ -29,6 +33,7 @@ __all__ = [
     "save_gif",
     "save_png",
     "swap_frames",
+    "swap_frames_from_flow",
     "swap_image",
 ]
 
@@ -254,6 +259,64 @@ def swap_frames(
         frames.append(_splat(background, src + ease_out(t) * (dst - src), colours, size))
     frames[-1].flags.writeable = False
     return frames + [frames[-1]] * n_hold
+
+
+def _as_pil(img: ImageInput, name: str) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img if img.mode == "RGB" else img.convert("RGB")
+    return Image.fromarray(_as_rgb(img, name))
+
+
+def swap_frames_from_flow(
+    img_a: ImageInput,
+    img_b: ImageInput,
+    flow: DenseFlow,
+    max_side: int | None = None,
+    **kwargs: Any,
+) -> list[np.ndarray]:
+    """:func:`swap_frames` straight from a :class:`~sdcorr.match.dense.DenseFlow`, built at the
+    output size.
+
+    A and B are shrunk first (one common factor, so no side exceeds ``max_side``) and the flow is
+    looked up only at the shrunk B's pixels, so no per-pixel map of the full-size images is ever
+    built: beyond the decoded inputs, memory depends on the output size, not the input's
+    megapixels. The frames equal ``swap_frames(a, b, flow.to_pixels("nearest"),
+    mask_b=flow.valid_pixels(), max_side=max_side)``.
+
+    Args:
+        img_a: appearance image (PIL or ``(Ha, Wa, 3)`` uint8) of ``flow.geometry_a``'s size.
+        img_b: geometry image (PIL or ``(Hb, Wb, 3)`` uint8) of ``flow.geometry_b``'s size.
+        flow: dense B → A match; pixels of B whose cell is not ``valid`` do not move.
+        max_side: longest side of either panel (``None``: full size).
+        **kwargs: ``n_motion``, ``n_hold``, ``gap``, ``square`` of :func:`swap_frames`.
+
+    Returns:
+        The frames of :func:`swap_frames`.
+    """
+    a_img, b_img = _as_pil(img_a, "img_a"), _as_pil(img_b, "img_b")
+    (wa, ha), (wb, hb) = a_img.size, b_img.size
+    gb = flow.geometry_b
+    if (gb.width, gb.height) != (wb, hb) or flow.geometry_a.width != wa:
+        raise ValueError(f"flow is for B {gb.width}x{gb.height}, image B is {wb}x{hb}")
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    s = 1.0 if max_side is None else min(1.0, max_side / max(ha, wa, hb, wb))
+    size_a = (max(1, round(wa * s)), max(1, round(ha * s))) if s < 1 else (wa, ha)
+    size_b = (max(1, round(wb * s)), max(1, round(hb * s))) if s < 1 else (wb, hb)
+    # B's source pixel of each output pixel (nearest), as in swap_frames' own downscaling
+    iy = np.minimum(((np.arange(size_b[1]) + 0.5) * hb / size_b[1]).astype(np.int64), hb - 1)
+    ix = np.minimum(((np.arange(size_b[0]) + 0.5) * wb / size_b[0]).astype(np.int64), wb - 1)
+    yy, xx = np.meshgrid(iy, ix, indexing="ij")
+    pix = torch.from_numpy(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64))
+    cells = gb.to_cell(pix)
+    field = flow.points_a().float()[cells[:, 1], cells[:, 0]].numpy().astype(np.float64)
+    mask = flow.valid[cells[:, 1], cells[:, 0]].numpy().reshape(size_b[1], size_b[0])
+    field = field.reshape(size_b[1], size_b[0], 2)
+    if s < 1:
+        field = (field + 0.5) * np.array([size_a[0] / wa, size_a[1] / ha]) - 0.5
+    a = np.asarray(a_img if size_a == (wa, ha) else a_img.resize(size_a, Image.Resampling.LANCZOS))
+    b = np.asarray(b_img if size_b == (wb, hb) else b_img.resize(size_b, Image.Resampling.LANCZOS))
+    return swap_frames(a, b, field, mask_b=mask, **kwargs)
 
 
 # --------------------------------------------------------------------------- writing files

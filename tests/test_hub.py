@@ -48,3 +48,44 @@ def test_aliases_and_preset_models() -> None:
 def test_unknown_preset_lists_valid_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*sd-dino"):
         get_preset("nope")
+
+
+def _http_error(cls, status: int, message: str = "request failed"):
+    import importlib
+
+    from huggingface_hub.errors import Response  # the HTTP library's class huggingface_hub uses
+
+    http = importlib.import_module(Response.__module__.split(".")[0])
+    response = Response(status, request=http.Request("GET", "https://huggingface.co/org/model"))
+    return cls(message, response=response)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda e: _http_error(e.GatedRepoError, 403, "Could not resolve"), "gated"),
+        (lambda e: _http_error(e.RepositoryNotFoundError, 404, "connect"), "no such model"),
+        (lambda e: _http_error(e.RevisionNotFoundError, 404), "no such revision"),
+        (lambda e: _http_error(e.HfHubHTTPError, 401), "access denied"),
+        (lambda e: _http_error(e.HfHubHTTPError, 500), "HTTP 500"),
+        (lambda e: e.OfflineModeIsEnabled("offline"), "cannot be reached"),
+        (lambda e: e.LocalEntryNotFoundError("no snapshot"), "cannot be reached"),
+    ],
+)
+def test_download_failures_are_told_apart_by_error_type(make, reason, tmp_path,
+                                                        monkeypatch) -> None:  # fmt: skip
+    """The reason comes from huggingface_hub's error classes, not from their message text
+    (the messages above would mislead a text match)."""
+    from huggingface_hub import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "cache_dir", lambda: tmp_path)
+
+    def snapshot(repo, kind, revision, local_only):
+        raise errors.LocalEntryNotFoundError("not cached") if local_only else make(errors)
+
+    monkeypatch.setattr(hub, "_snapshot", snapshot)
+    with pytest.raises(ModelNotFoundError, match=reason) as err:
+        hub.resolve_model("org/model", "dino")
+    assert "\n" not in str(err.value) and "sdcorr download --model org/model" in str(err.value)

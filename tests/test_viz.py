@@ -277,3 +277,49 @@ def test_plot_matches_size_lines_and_png(tmp_path: Path) -> None:
 def test_import_does_not_import_matplotlib() -> None:
     code = "import sys, sdcorr.viz; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- swap GIF from a flow
+def dense_flow(size_a: tuple[int, int], size_b: tuple[int, int], seed: int = 0):
+    """A random :class:`DenseFlow` on a 16x16 grid (224 frame, 14-px cells) of A and B."""
+    from sdcorr.match.dense import DenseFlow
+
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.randint(0, 16, (16, 16, 2), generator=g).float()
+    valid = torch.rand(16, 16, generator=g) > 0.3
+    geo_a, geo_b = (Geometry(w, h, 224, 14) for w, h in (size_a, size_b))
+    return DenseFlow(cells, torch.zeros(16, 16), valid, geo_a, geo_b)
+
+
+@pytest.mark.parametrize("max_side", [None, 90])
+def test_swap_frames_from_flow_equals_the_full_size_route(max_side) -> None:
+    a, b = blocky(200, 300, 1), blocky(330, 250, 2)
+    flow = dense_flow((300, 200), (250, 330))
+    px, valid = flow.to_pixels("nearest").numpy(), flow.valid_pixels().numpy()
+    want = viz.swap_frames(a, b, px, mask_b=valid, max_side=max_side, n_motion=6, n_hold=1)
+    got = viz.swap_frames_from_flow(a, b, flow, max_side, n_motion=6, n_hold=1)
+    assert len(got) == len(want) == 7
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_swap_gif_memory_does_not_grow_with_input_megapixels() -> None:
+    """Peak traced memory (numpy) for a 12 MP pair is that of a 2 MP pair at the same max_side:
+    no per-pixel map of the full-size input is built (the old route built several)."""
+    import tracemalloc
+
+    def peak(w: int, h: int) -> int:
+        a = Image.new("RGB", (w, h), (200, 30, 30))  # decoded inputs live in PIL (not traced)
+        b = Image.new("RGB", (w, h), (30, 30, 200))
+        flow = dense_flow((w, h), (w, h))
+        tracemalloc.start()
+        try:
+            frames = viz.swap_frames_from_flow(a, b, flow, 160, n_motion=3, n_hold=0)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert frames[0].shape == (120, 160 + 16 + 160, 3)
+
+    small, large = peak(1632, 1224), peak(4000, 3000)  # 2.0 MP and 12 MP
+    assert large < 1.3 * small + 2**20, (small, large)
+    assert large < 16 * 2**20  # the old route's float64 flow alone was 12e6 * 16 B = 192 MB

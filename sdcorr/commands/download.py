@@ -10,7 +10,7 @@ HELP = "download the weights of a preset (or given models) into the Hugging Face
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..config import PRESETS
 
-    p.add_argument("--preset", default="sd-dino", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", default="sd-dino", choices=list(PRESETS), help="whose models")
     p.add_argument("--model", action="append", default=[], metavar="ID",
                    help="a hub id or alias to fetch as well (repeatable); its kind is guessed "
                    "from the name (dinov2 → DINOv2, else Stable Diffusion)")  # fmt: skip

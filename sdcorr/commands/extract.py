@@ -1,14 +1,22 @@
-"""``sdcorr extract``: raw per-image feature maps (before the per-pair PCA) to safetensors."""
+"""``sdcorr extract``: raw per-image feature maps (before the per-pair PCA) to safetensors.
+
+Each image gets ``OUT/<name>.safetensors``; ``<name>`` is the file's stem, or, when two inputs
+share a stem (``a.jpg`` and ``dir/a.jpg``), its path below the inputs' common folder with ``/``
+written as ``__`` (``a``, ``dir__a``). The metadata records the image path, the category, the SD
+prompt, the geometry of every map and the resolved config. All files are written under temporary
+names and renamed together at the end, so a run leaves all of its files or none.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import OutputError
-from .common import add_model_arguments, load_pipeline
+from .common import Outputs, add_model_arguments, check_fits, load_pipeline, resolve_config
 
 HELP = "extract raw SD/DINOv2 feature maps of images into OUT/<name>.safetensors"
 
@@ -19,29 +27,65 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
+def output_names(paths: list[str]) -> list[str]:
+    """A distinct file name (no suffix) per image path; see the module docstring.
+
+    Raises:
+        OutputError: the same file is given twice.
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    seen: dict[Path, str] = {}
+    for given, r in zip(paths, resolved, strict=True):
+        if r in seen:
+            raise OutputError(f"image given twice: {seen[r]} and {given}")
+        seen[r] = given
+    names = [r.stem for r in resolved]
+    if len(set(names)) == len(names):
+        return names
+    root = Path(os.path.commonpath([r.parent for r in resolved]))
+    rel = [r.relative_to(root) for r in resolved]
+    names = [str(p.with_suffix("")).replace(os.sep, "__") for p in rel]
+    if len(set(names)) < len(names):  # a.jpg and a.png: keep the extension
+        names = [str(p).replace(os.sep, "__") for p in rel]
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from ..config import to_dict
     from ..image import load_image
-    from ..io import atomic_path
 
-    images = [load_image(p) for p in args.images]  # fail before loading models
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out must be a folder: {out}")
+    config = resolve_config(args)
+    names = output_names(args.images)
+    images = [load_image(p) for p in args.images]  # fail before loading models
+    for path, img in zip(args.images, images, strict=True):
+        check_fits(config, img.size, f"image {path}")
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(args)
+    pipe = load_pipeline(args, config)
     meta_cfg = json.dumps(to_dict(pipe.config))
-    pairs = list(zip(args.images, images, strict=True))
-    for path, img in tqdm(pairs, desc="extract", disable=args.quiet or None):
-        feats = pipe.extract([img], args.category)[0]
-        tensors = {k: m.features[0].cpu().contiguous() for k, m in feats.maps.items()}
-        geos = {k: asdict(m.geometry[0]) for k, m in feats.maps.items()}
-        meta = {"image": str(path), "geometry": json.dumps(geos), "config": meta_cfg}
-        target = out / f"{Path(path).stem}.safetensors"
-        with atomic_path(target) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+    prompt = pipe.sd.prompt_for(args.category) if pipe.sd is not None else None
+    written = []
+    with Outputs() as outputs:
+        todo = list(zip(args.images, images, names, strict=True))
+        for path, img, name in tqdm(todo, desc="extract", disable=args.quiet or None):
+            feats = pipe.extract([img], args.category)[0]
+            tensors = {k: m.features[0].cpu().contiguous() for k, m in feats.maps.items()}
+            geos = {k: asdict(m.geometry[0]) for k, m in feats.maps.items()}
+            meta = {
+                "image": str(path),
+                "category": json.dumps(args.category),
+                "prompt": json.dumps(prompt),
+                "geometry": json.dumps(geos),
+                "config": meta_cfg,
+            }
+            target = out / f"{name}.safetensors"
+            save_file(tensors, str(outputs.stage(target)), metadata=meta)
+            written.append(target)
+    for target in written:
         print(f"features\t{target}")
     return 0

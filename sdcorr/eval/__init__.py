@@ -1,20 +1,27 @@
-"""SPair-71k evaluation: dataset reader, PCK metrics, and the resumable, shardable runner.
+"""Evaluation: dataset readers, PCK metrics, and the resumable, shardable runner.
 
-``benchmarks/spair.py`` is the command line over this package; the README's "SPair-71k
-evaluation" section is the user guide.
+Readers (``spair``, ``pfpascal``, ``pfwillow``, ``ap10k``, ``tss``) all yield the same pair
+records; :mod:`sdcorr.eval.datasets` names them and their protocol defaults.
+``benchmarks/eval.py`` is the command line over this package (``benchmarks/spair.py`` an alias);
+the README's "SPair-71k evaluation" and "Other benchmarks" sections are the user guide.
 """
 
 from __future__ import annotations
 
+from .datasets import DATASETS, get_dataset, load_pairs
 from .pck import DEFAULT_ALPHAS, keypoint_hits, summarize, threshold_length
-from .spair import CATEGORIES, SPairPair, load_spair
+from .spair import CATEGORIES, SPairPair, load_spair, natural_name
 
 __all__ = [
     "CATEGORIES",
+    "DATASETS",
     "DEFAULT_ALPHAS",
     "SPairPair",
+    "get_dataset",
     "keypoint_hits",
+    "load_pairs",
     "load_spair",
+    "natural_name",
     "summarize",
     "threshold_length",
 ]

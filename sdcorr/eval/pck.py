@@ -3,16 +3,23 @@
 Definition (the one place it is written down; the README repeats it for users):
 
 * A predicted target keypoint is **correct** at α when its Euclidean distance to the true target
-  keypoint, in the target's original pixels, is **strictly less** than ``α · L``.
+  keypoint, in the target's original pixels, is **strictly less** than ``α · L`` (SD-DINO,
+  GeoAware-SC), or at most ``α · L`` with ``inclusive=True`` (DIFT's ``<=``, and sd-dino's TSS).
 * ``L`` is ``max(x2 - x1, y2 - y1)`` of the **target** bounding box (``threshold="bbox"``, the
-  default, as in DIFT, SD-DINO and GeoAware-SC; no ``+1``), or ``max(W, H)`` of the target
-  image (``threshold="img"``; numbers are several points higher and must not be mixed).
+  SPair-71k default, as in DIFT, SD-DINO and GeoAware-SC; no ``+1``), ``max(W, H)`` of the target
+  image (``threshold="img"``: PF-Pascal's α_img; on SPair numbers are several points higher and
+  must not be mixed), or the largest side of the extent of the target keypoints
+  (``threshold="kps"``: PF-Willow).
 * Only the keypoints the pair file lists are scored (those visible in both images).
 * **per_keypoint** pools all keypoints: total correct / total keypoints.
 * **per_image** averages over pairs the fraction of a pair's keypoints that are correct
   (GeoAware-SC's default; pairs without keypoints are skipped).
-* Both are given overall, per category, and as ``category_mean`` (the plain mean over
-  categories, SD-DINO's "Average"). Values are percentages in ``[0, 100]``.
+* Both are given overall, per category, as ``category_mean`` (the plain mean over categories,
+  SD-DINO's "Average") and as ``category_weighted`` (the per-category values averaged with the
+  categories' pair counts as weights: SD-DINO's "Weighted" for ``per_keypoint``; for
+  ``per_image`` it equals the overall per-image value). Values are percentages in ``[0, 100]``.
+* A record holds either per-keypoint ``hits`` (``{α: [bool, ...]}``) or, for dense benchmarks
+  with thousands of points per pair (TSS), ``hit_counts`` (``{α: correct}``) and ``n_kps``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.05, 0.01)
-THRESHOLDS: tuple[str, ...] = ("bbox", "img")
+THRESHOLDS: tuple[str, ...] = ("bbox", "img", "kps")
 _METRICS = ("per_keypoint", "per_image")
 
 
@@ -34,24 +41,37 @@ def alpha_key(alpha: float) -> str:
     return f"{float(alpha):g}"
 
 
-def threshold_length(bbox: Sequence[float], size: Sequence[int], mode: str = "bbox") -> float:
+def threshold_length(
+    bbox: Sequence[float], size: Sequence[int], mode: str = "bbox", kps: Any = None
+) -> float:
     """``L`` of the PCK threshold ``α · L`` for a target image.
 
     Args:
         bbox: target ``(x1, y1, x2, y2)``.
         size: target ``(W, H)``.
-        mode: ``"bbox"`` (``max(x2 - x1, y2 - y1)``) or ``"img"`` (``max(W, H)``).
+        mode: ``"bbox"`` (``max(x2 - x1, y2 - y1)``), ``"img"`` (``max(W, H)``) or ``"kps"``
+            (largest side of the extent of ``kps``).
+        kps: ``(K, 2)`` true target keypoints (``mode="kps"`` only).
     """
     if mode == "bbox":
         x1, y1, x2, y2 = bbox
         return float(max(x2 - x1, y2 - y1))
     if mode == "img":
         return float(max(size[0], size[1]))
+    if mode == "kps":
+        pts = np.asarray(kps, dtype=np.float64).reshape(-1, 2)
+        if not len(pts):
+            return 0.0
+        return float((pts.max(axis=0) - pts.min(axis=0)).max())
     raise ConfigError(f"unknown PCK threshold '{mode}' (valid: {', '.join(THRESHOLDS)})")
 
 
 def keypoint_hits(
-    pred: np.ndarray, true: np.ndarray, length: float, alphas: Iterable[float] = DEFAULT_ALPHAS
+    pred: np.ndarray,
+    true: np.ndarray,
+    length: float,
+    alphas: Iterable[float] = DEFAULT_ALPHAS,
+    inclusive: bool = False,
 ) -> dict[str, list[bool]]:
     """Which predictions are correct at each α.
 
@@ -60,26 +80,51 @@ def keypoint_hits(
         true: ``(K, 2)`` true ``(x, y)``.
         length: ``L`` from :func:`threshold_length`.
         alphas: the α values.
+        inclusive: count ``dist <= α · L`` as correct (DIFT, TSS) instead of ``dist < α · L``.
 
     Returns:
-        ``{alpha_key(α): [K bools]}`` with ``dist < α · L``.
+        ``{alpha_key(α): [K bools]}`` with ``dist < α · L`` (``<=`` when ``inclusive``).
     """
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     true = np.asarray(true, dtype=np.float64).reshape(-1, 2)
     if pred.shape != true.shape:
         raise ValueError(f"{len(pred)} predicted keypoints for {len(true)} true ones")
     dist = np.linalg.norm(pred - true, axis=1)
-    return {alpha_key(a): (dist < a * length).tolist() for a in alphas}
+    below = np.less_equal if inclusive else np.less
+    return {alpha_key(a): below(dist, a * length).tolist() for a in alphas}
+
+
+def hit_count(record: Mapping[str, Any], key: str) -> tuple[int, int]:
+    """``(correct, scored)`` keypoints of one record at α key ``key`` (either record form)."""
+    if "hit_counts" in record:
+        return int(record["hit_counts"][key]), int(record["n_kps"])
+    hits = record["hits"][key]
+    return int(sum(bool(h) for h in hits)), len(hits)
+
+
+def is_complete(record: Any, alphas: Iterable[float] | None = None) -> bool:
+    """Whether ``record`` has everything :func:`summarize` reads (for ``alphas`` if given)."""
+    if not isinstance(record, dict) or "pair" not in record or "category" not in record:
+        return False
+    keys = [alpha_key(a) for a in alphas] if alphas is not None else None
+    if "hit_counts" in record:
+        counts = record["hit_counts"]
+        ok = isinstance(counts, dict) and isinstance(record.get("n_kps"), int)
+        return ok and all(isinstance(counts.get(k), int) for k in (keys or counts))
+    hits = record.get("hits")
+    if not isinstance(hits, dict) or not hits:
+        return False
+    return all(isinstance(hits.get(k), list) for k in (keys or hits))
 
 
 def _rates(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
     """per_keypoint, per_image and counts over ``records`` for α key ``key``."""
-    hits = [np.asarray(r["hits"][key], dtype=bool) for r in records]
-    n_kps = sum(len(h) for h in hits)
-    with_kps = [h for h in hits if len(h)]
+    counts = [hit_count(r, key) for r in records]
+    n_kps = sum(n for _, n in counts)
+    fractions = [c / n for c, n in counts if n]
     return {
-        "per_keypoint": 100.0 * sum(int(h.sum()) for h in hits) / n_kps if n_kps else None,
-        "per_image": 100.0 * float(np.mean([h.mean() for h in with_kps])) if with_kps else None,
+        "per_keypoint": 100.0 * sum(c for c, _ in counts) / n_kps if n_kps else None,
+        "per_image": 100.0 * float(np.mean(fractions)) if fractions else None,
         "n_pairs": len(records),
         "n_keypoints": n_kps,
     }
@@ -88,6 +133,13 @@ def _rates(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
+
+
+def _weighted(per_cat: Mapping[str, Mapping[str, Any]], metric: str) -> float | None:
+    """Mean of the categories' ``metric`` weighted by their pair counts (SD-DINO "Weighted")."""
+    pairs = [(c[metric], c["n_pairs"]) for c in per_cat.values() if c[metric] is not None]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None
 
 
 def _fmt(v: float | None) -> str:
@@ -108,7 +160,8 @@ def summarize(
 
     Returns:
         ``{alpha_key: {"per_keypoint", "per_image", "n_pairs", "n_keypoints",
-        "category_mean": {"per_keypoint", "per_image"}, "per_category": {cat: {...}}}}``.
+        "category_mean": {"per_keypoint", "per_image"},
+        "category_weighted": {"per_keypoint", "per_image"}, "per_category": {cat: {...}}}}``.
     """
     records = sorted(records, key=lambda r: str(r.get("pair", "")))
     cats = sorted({str(r["category"]) for r in records})
@@ -118,6 +171,7 @@ def summarize(
         table = _rates(records, key)
         per_cat = {c: _rates([r for r in records if r["category"] == c], key) for c in cats}
         table["category_mean"] = {m: _mean(per_cat[c][m] for c in cats) for m in _METRICS}
+        table["category_weighted"] = {m: _weighted(per_cat, m) for m in _METRICS}
         table["per_category"] = per_cat
         out[key] = table
     return out
@@ -136,6 +190,8 @@ def markdown_table(pck: Mapping[str, Mapping[str, Any]], metric: str = "per_imag
     if keys:
         mean = [pck[k]["category_mean"][metric] for k in keys]
         rows.append("| *category mean* | | " + " | ".join(_fmt(v) for v in mean) + " |")
+        wmean = [pck[k]["category_weighted"][metric] for k in keys]
+        rows.append("| *category weighted* | | " + " | ".join(_fmt(v) for v in wmean) + " |")
         every = [pck[k][metric] for k in keys]
         n = pck[keys[0]]["n_pairs"]
         rows.append(f"| **all** | {n} | " + " | ".join(_fmt(v) for v in every) + " |")

@@ -50,13 +50,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_results(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """All finished pairs in ``out_dir`` by pair name (the first record of a name wins)."""
+def read_results(out_dir: Path, alphas: Iterable[float] | None = None) -> dict[str, dict[str, Any]]:
+    """All finished pairs in ``out_dir`` by pair name (the first complete record of a name wins).
+
+    A record that is valid JSON but incomplete (no ``pair``, ``category`` or hits for one of
+    ``alphas``) is dropped with a warning, exactly like a torn line, so the pair is redone.
+    """
+    from .pck import is_complete
+
     records: dict[str, dict[str, Any]] = {}
     for path in result_files(out_dir):
-        for rec in read_jsonl(path):
-            if "pair" in rec:
-                records.setdefault(str(rec["pair"]), rec)
+        for i, rec in enumerate(read_jsonl(path), 1):
+            if not is_complete(rec, alphas):
+                log.warning("%s: record %d is incomplete; its pair will be redone", path, i)
+                continue
+            records.setdefault(str(rec["pair"]), rec)
     return records
 
 

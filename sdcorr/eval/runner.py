@@ -1,4 +1,4 @@
-"""The SPair evaluation loop: predict, score and record pair by pair; resume; shard over ranks.
+"""The evaluation loop of every dataset: predict, score, record pair by pair; resume; shard.
 
 * Pairs are grouped by source image (the official order already is) so the per-image feature
   cache (:mod:`sdcorr.eval.cache`) serves every later pair an image appears in.
@@ -28,7 +28,7 @@ from ..errors import DatasetError, OutputError
 from ..io import write_json
 from .pck import DEFAULT_ALPHAS, keypoint_hits, markdown_table, summarize, threshold_length
 from .results import JsonlWriter, rank_file, read_jsonl, read_results, write_merged
-from .spair import SPairPair
+from .spair import SPairPair, base_name
 
 log = logging.getLogger("sdcorr")
 
@@ -43,24 +43,43 @@ def score_pair(
     pred: np.ndarray,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     threshold: str = "bbox",
+    inclusive: bool = False,
+    compact: bool = False,
 ) -> dict[str, Any]:
-    """The JSONL record of one pair: names, ``(K, 2)`` predicted/true points and per-α hits."""
+    """The JSONL record of one pair.
+
+    Args:
+        pair: the pair; the threshold length comes from its **target** (``trg_bbox``,
+            ``trg_size`` or ``trg_kps``, see :func:`sdcorr.eval.pck.threshold_length`).
+        pred: ``(K, 2)`` predicted target points ``(x, y)``.
+        alphas: PCK α values.
+        threshold: ``"bbox"``, ``"img"`` or ``"kps"``.
+        inclusive: ``dist <= α·L`` counts as correct (``<`` otherwise).
+        compact: store ``hit_counts``/``n_kps``/``mean_error_px`` instead of the points and
+            per-keypoint hits (dense benchmarks with thousands of points per pair).
+
+    Returns:
+        ``{"pair", "category", "threshold_px", ...}`` with ``kps_ids``, ``pred_kps``,
+        ``true_kps`` and ``hits``, or the compact fields.
+    """
     pred = np.asarray(pred, dtype=np.float64)
     if pred.shape != pair.trg_kps.shape:
         raise DatasetError(
             f"pair {pair.name}: {pred.shape[0] if pred.ndim else 0} predicted keypoints, "
             f"expected {pair.num_kps}"
         )
-    length = threshold_length(pair.trg_bbox, pair.trg_size, threshold)
-    return {
-        "pair": pair.name,
-        "category": pair.category,
-        "kps_ids": list(pair.kps_ids),
-        "pred_kps": pred.tolist(),
-        "true_kps": pair.trg_kps.tolist(),
-        "threshold_px": length,
-        "hits": keypoint_hits(pred, pair.trg_kps, length, alphas),
-    }
+    length = threshold_length(pair.trg_bbox, pair.trg_size, threshold, pair.trg_kps)
+    hits = keypoint_hits(pred, pair.trg_kps, length, alphas, inclusive)
+    rec: dict[str, Any] = {"pair": pair.name, "category": pair.category, "threshold_px": length}
+    if compact:
+        err = np.linalg.norm(pred - pair.trg_kps, axis=1)
+        rec["n_kps"] = pair.num_kps
+        rec["hit_counts"] = {k: int(sum(v)) for k, v in hits.items()}
+        rec["mean_error_px"] = float(err.mean()) if len(err) else None
+        return rec
+    rec.update(kps_ids=list(pair.kps_ids), pred_kps=pred.tolist(),
+               true_kps=pair.trg_kps.tolist(), hits=hits)  # fmt: skip
+    return rec
 
 
 # --------------------------------------------------------------------------- sharding
@@ -133,12 +152,47 @@ def check_out_dir(out_dir: str | Path, config: dict[str, Any]) -> Path:
             old = json.loads(cfg_file.read_text())
         except json.JSONDecodeError:
             raise OutputError(f"unreadable {cfg_file}; remove it or use another --out") from None
-        if old != json.loads(json.dumps(config)):
+        diff = config_diff(old, json.loads(json.dumps(config)))
+        if diff:
             raise OutputError(
-                f"{out} holds results of a different configuration ({cfg_file}); "
-                "use another --out or delete the folder"
+                f"{out} holds results of another configuration ({cfg_file}): {diff}; "
+                "use another --out, or rerun with the earlier settings to resume"
             )
     return out
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: obj}
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if key.endswith("root") and isinstance(a, str) and isinstance(b, str):
+        return normalise_path(a) == normalise_path(b)  # spelling: "data/x/" == "./data/x"
+    return False
+
+
+def normalise_path(path: str | Path) -> str:
+    """The absolute, normalised spelling of a path (``~`` expanded, no trailing ``/``)."""
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 6) -> str:
+    """``"key: old (previous run) != new (this run); ..."`` for the settings that differ."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(k for k in a.keys() | b.keys() if not _same(k, a.get(k, "<unset>"),
+                                                               b.get(k, "<unset>")))  # fmt: skip
+    parts = [f"{k}: {a.get(k, '<unset>')!r} (previous run) != {b.get(k, '<unset>')!r} (this run)"
+             for k in keys[:most]]  # fmt: skip
+    if len(keys) > most:
+        parts.append(f"and {len(keys) - most} more")
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- main loop
@@ -151,6 +205,8 @@ def evaluate(
     threshold: str = "bbox",
     quiet: bool = False,
     stats: Callable[[], dict[str, int]] | None = None,
+    inclusive: bool = False,
+    compact: bool = False,
 ) -> dict[str, Any] | None:
     """Score ``pairs`` into ``out_dir`` (resuming), then write the summary on rank 0.
 
@@ -161,9 +217,11 @@ def evaluate(
             ``timing.json``).
         config: JSON-ready description of the run; recorded, and checked on resume.
         alphas: PCK α values.
-        threshold: ``"bbox"`` or ``"img"`` (see :mod:`sdcorr.eval.pck`).
+        threshold: ``"bbox"``, ``"img"`` or ``"kps"`` (see :mod:`sdcorr.eval.pck`).
         quiet: no progress bar.
         stats: returns counters (e.g. images extracted) for the progress bar and timing.
+        inclusive: ``dist <= α·L`` counts as correct (``<`` otherwise).
+        compact: compact per-pair records (see :func:`score_pair`).
 
     Returns:
         The summary on rank 0, ``None`` on other ranks.
@@ -173,16 +231,18 @@ def evaluate(
     _barrier(world)  # every rank checked the folder before rank 0 writes into it
     if rank == 0:
         write_json(out / CONFIG_FILE, config)
-    done = set(read_results(out))
+    done = set(read_results(out, alphas))
     todo = [p for p in shard(pairs, rank, world) if p.name not in done]
     log.info("rank %d/%d: %d pairs to do, %d already done", rank, world, len(todo), len(done))
-    timing = _run_shard(todo, predict, rank_file(out, rank, world), alphas, threshold,
-                        quiet or rank != 0, stats)  # fmt: skip
+    score = {"alphas": alphas, "threshold": threshold, "inclusive": inclusive, "compact": compact}
+    timing = _run_shard(todo, predict, rank_file(out, rank, world), score,
+                        quiet or rank != 0, stats, config.get("dtype"))  # fmt: skip
     _barrier(world)
     if rank != 0:
         return None
     summary = finalize(out, pairs, config, alphas)
-    write_json(out / "timing.json", {"world_size": world, "rank0": timing})
+    write_json(out / "timing.json",
+               {"world_size": world, "dtype": config.get("dtype"), "rank0": timing})  # fmt: skip
     return summary
 
 
@@ -190,16 +250,16 @@ def _run_shard(
     todo: Sequence[SPairPair],
     predict: Predictor,
     path: Path,
-    alphas: Sequence[float],
-    threshold: str,
+    score: dict[str, Any],
     quiet: bool,
     stats: Callable[[], dict[str, int]] | None,
+    dtype: str | None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="pair", desc="SPair", disable=quiet or None, smoothing=0.1)
+    bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=quiet or None, smoothing=0.1)
     with JsonlWriter(path) as writer, bar:
         for pair in todo:
-            writer.write(score_pair(pair, predict(pair), alphas, threshold))
+            writer.write({**score_pair(pair, predict(pair), **score), "dtype": dtype})
             bar.update(1)
             if stats is not None:
                 bar.set_postfix(stats(), refresh=False)
@@ -215,7 +275,7 @@ def finalize(
     out: Path, pairs: Sequence[SPairPair], config: dict[str, Any], alphas: Sequence[float]
 ) -> dict[str, Any]:
     """Merge every shard into ``pairs.jsonl`` (official order), write and print the summary."""
-    found = read_results(out)
+    found = read_results(out, alphas)
     missing = [p.name for p in pairs if p.name not in found]
     if missing:
         raise OutputError(f"{len(missing)} pairs have no result (first: {missing[0]}) in {out}")
@@ -223,7 +283,10 @@ def finalize(
     write_merged(out, records)
     summary = {"config": config, "pck": summarize(records, alphas)}
     write_json(out / SUMMARY_FILE, summary)
-    print(f"\nSPair-71k PCK per image (α · {config['eval']['threshold']}), {out}\n")
+    ev = config.get("eval", {})
+    title, thr = ev.get("dataset", "SPair-71k"), ev.get("threshold", "bbox")
+    op = "<=" if ev.get("compare") == "le" else "<"
+    print(f"\n{title} PCK per image (error {op} α · {thr}), {out}\n")
     print(markdown_table(summary["pck"], "per_image"))
     print("\nPCK per keypoint\n")
     print(markdown_table(summary["pck"], "per_keypoint"))
@@ -233,6 +296,8 @@ def finalize(
 # --------------------------------------------------------------------------- predictors
 def load_predictions(path: str | Path, pairs: Sequence[SPairPair]) -> Predictor:
     """A predictor that returns keypoints from a JSONL of ``{"pair": name, "pred_kps": [...]}``.
+
+    A pair drawn more than once (``name#2``, sampling with replacement) uses ``name``'s line.
 
     Raises:
         DatasetError: the file is missing, a line lacks fields, a pair is listed twice, or a
@@ -249,13 +314,13 @@ def load_predictions(path: str | Path, pairs: Sequence[SPairPair]) -> Predictor:
         if name in preds:
             raise DatasetError(f"{path}: pair {name} is listed twice")
         preds[name] = np.asarray(rec["pred_kps"], dtype=np.float64).reshape(-1, 2)
-    missing = [p.name for p in pairs if p.name not in preds]
+    missing = [p.name for p in pairs if base_name(p.name) not in preds]
     if missing:
         raise DatasetError(
             f"{path}: no prediction for {len(missing)} of {len(pairs)} selected pairs "
             f"(first: {missing[0]}); narrow the selection with --categories/--limit"
         )
-    return lambda pair: preds[pair.name]
+    return lambda pair: preds[base_name(pair.name)]
 
 
 class ModelPredictor:
@@ -266,10 +331,11 @@ class ModelPredictor:
             ``match_fused(fa, fb, points_a)`` (see :mod:`sdcorr.pipeline`).
         cache: a :class:`sdcorr.eval.cache.FeatureCache` whose extractor is
             :meth:`extract_one` of this object, or ``None`` for a memory LRU of 32 images.
-        use_category: pass the category to ``extract`` (SD prompt "a photo of a {category}").
+        use_category: pass the pair's ``prompt_name`` (the natural name, e.g. "potted plant")
+            to ``extract`` (SD prompt "a photo of a {name}"); ``False`` (default): empty prompt.
     """
 
-    def __init__(self, pipe: Any, cache: Any = None, use_category: bool = True) -> None:
+    def __init__(self, pipe: Any, cache: Any = None, use_category: bool = False) -> None:
         """See the class docstring."""
         from .cache import FeatureCache
 
@@ -283,7 +349,7 @@ class ModelPredictor:
 
     def __call__(self, pair: SPairPair) -> np.ndarray:
         """``(K, 2)`` predicted ``(x, y)`` in the target's original pixels."""
-        cat = pair.category if self.use_category else None
+        cat = pair.prompt_name if self.use_category else None
         fa, fb = self.pipe.fuse(
             self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
         )

@@ -43,9 +43,24 @@ _LAYOUT_HELP = (
 _PAIR_FIELDS = ("src_imname", "trg_imname", "src_imsize", "trg_imsize", "src_kps", "trg_kps")
 
 
+# Natural-language names for the SD prompt "a photo of a {name}" (the files use joined words).
+NATURAL_NAMES: dict[str, str] = {
+    "pottedplant": "potted plant",
+    "tvmonitor": "tv monitor",
+    "diningtable": "dining table",
+    "motorbike": "motorbike",
+    "winebottle": "wine bottle",
+}
+
+
+def natural_name(category: str) -> str:
+    """``"pottedplant" → "potted plant"``; other names unchanged (the SD prompt's wording)."""
+    return NATURAL_NAMES.get(category, category)
+
+
 @dataclass(frozen=True)
 class SPairPair:
-    """One annotated image pair.
+    """One annotated image pair (the record every dataset reader yields, not only SPair's).
 
     Attributes:
         name: pair file stem, e.g. ``"000167-2008_007604-2009_001056:aeroplane"``.
@@ -59,6 +74,8 @@ class SPairPair:
         trg_size: ``(W, H)`` of the target image.
         src_bbox: ``(x1, y1, x2, y2)`` of the source object.
         trg_bbox: ``(x1, y1, x2, y2)`` of the target object.
+        prompt_name: the object's name for the SD prompt ``"a photo of a {name}"`` with
+            ``--prompt category`` (``None``: empty prompt); readers set the natural name.
     """
 
     name: str
@@ -72,11 +89,12 @@ class SPairPair:
     trg_size: tuple[int, int]
     src_bbox: tuple[float, float, float, float]
     trg_bbox: tuple[float, float, float, float]
+    prompt_name: str | None = None
 
     @property
     def num_kps(self) -> int:
         """Number of keypoints scored for this pair."""
-        return len(self.kps_ids)
+        return len(self.src_kps)
 
 
 def check_root(root: str | Path, split: str = "test") -> Path:
@@ -125,6 +143,7 @@ def select_names(
     sample: int | None = None,
     limit: int | None = None,
     seed: int = 42,
+    replace: bool = False,
 ) -> list[str]:
     """Filter and subsample pair names, keeping their order.
 
@@ -135,6 +154,9 @@ def select_names(
             ``random.Random(seed)`` (all pairs of a category if it has fewer).
         limit: then keep the first ``limit`` pairs.
         seed: seed of the per-category sample.
+        replace: draw with replacement exactly as the reference's ``--SAMPLE`` does
+            (``np.random.RandomState(seed).choice(n, sample)`` per category over its sorted
+            names); a name drawn again gets the suffix ``#2``, ``#3``, ... and counts again.
     """
     for what, n in (("sample", sample), ("limit", limit)):
         if n is not None and n < 1:
@@ -145,7 +167,9 @@ def select_names(
             raise DatasetError(f"unknown categories {unknown} (valid: {', '.join(CATEGORIES)})")
         wanted = set(categories)
         names = [n for n in names if pair_category(n) in wanted]
-    if sample is not None:
+    if sample is not None and replace:
+        names = sample_with_replacement(names, [pair_category(n) for n in names], sample, seed)
+    elif sample is not None:
         rng = random.Random(seed)
         keep: set[str] = set()
         for cat in CATEGORIES:
@@ -157,13 +181,42 @@ def select_names(
     return names
 
 
+def sample_with_replacement(
+    names: list[str], categories: list[str], sample: int, seed: int = 42
+) -> list[str]:
+    """``sample`` names per category drawn with replacement, as the reference's ``--SAMPLE``.
+
+    Per category (in order of first appearance), ``np.random.RandomState(seed)`` is re-seeded
+    and ``choice(len(block), sample)`` indexes the category's sorted names (sd-dino's
+    ``load_spair_data`` seeds ``np.random.seed(42)`` per category, then globs sorted files).
+    Repeats get ``#k`` suffixes so every drawn pair has its own record.
+    """
+    blocks: dict[str, list[str]] = {}
+    for n, c in zip(names, categories, strict=True):
+        blocks.setdefault(c, []).append(n)
+    out: list[str] = []
+    for block in blocks.values():
+        block = sorted(block)
+        seen: dict[str, int] = {}
+        for i in np.random.RandomState(seed).choice(len(block), sample):
+            name = block[int(i)]
+            seen[name] = seen.get(name, 0) + 1
+            out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def base_name(name: str) -> str:
+    """A pair name without the ``#k`` suffix of a repeated draw."""
+    return name.split("#", 1)[0]
+
+
 def load_pair(root: Path, split: str, name: str) -> SPairPair:
     """Read and check one pair file; its images must exist.
 
     Raises:
         DatasetError: naming the file that is missing or malformed.
     """
-    path = root / "PairAnnotation" / split / f"{name}.json"
+    path = root / "PairAnnotation" / split / f"{base_name(name)}.json"
     ann = _read_json(path)
     try:
         category = str(ann["category"])
@@ -194,7 +247,7 @@ def load_pair(root: Path, split: str, name: str) -> SPairPair:
             raise DatasetError(f"image file not found: {img} (listed in {path})")
     return SPairPair(
         name, category, src_image, trg_image, src_kps, trg_kps, kps_ids,
-        src_size, trg_size, src_bbox, trg_bbox,
+        src_size, trg_size, src_bbox, trg_bbox, natural_name(category),
     )  # fmt: skip
 
 
@@ -206,6 +259,7 @@ def load_spair(
     limit: int | None = None,
     seed: int = 42,
     layout: str = "large",
+    replace: bool = False,
 ) -> list[SPairPair]:
     """Read the pairs of one split (see :func:`select_names` for the selection arguments).
 
@@ -217,7 +271,8 @@ def load_spair(
             selected.
     """
     root = check_root(root, split)
-    names = select_names(list_pair_names(root, split, layout), categories, sample, limit, seed)
+    all_names = list_pair_names(root, split, layout)
+    names = select_names(all_names, categories, sample, limit, seed, replace)
     if not names:
         raise DatasetError(f"no {split} pairs selected under {root} (categories={categories})")
     pairs = [load_pair(root, split, n) for n in names]

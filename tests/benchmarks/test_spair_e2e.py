@@ -64,7 +64,9 @@ def test_writes_pairs_and_summary(single: Path) -> None:
     cfg = summary["config"]
     assert cfg["pipeline"]["sd"]["frame"] == 128 and cfg["pipeline"]["sd"]["tile_size"] == 128
     assert cfg["pipeline"]["dino"]["frame"] == 112 and cfg["eval"]["threshold"] == "bbox"
-    assert cfg["pipeline"]["sd"]["model"].endswith("sd") and cfg["category_prompt"] is True
+    assert cfg["pipeline"]["sd"]["model"].endswith("sd") and cfg["prompt"] == "empty"
+    assert cfg["dtype"] == "fp32" and _json(single / "timing.json")["dtype"] == "fp32"
+    assert all(json.loads(s)["dtype"] == "fp32" for s in (single / "pairs.jsonl").open())
     assert summary["pck"]["0.1"]["n_keypoints"] == 43 and summary["pck"]["0.1"]["n_pairs"] == 6
     timing = _json(single / "timing.json")["rank0"]
     assert timing["pairs"] == 6 and timing["extracted"] == 12

@@ -60,6 +60,7 @@ def test_prediction_errors_exit_2(spair_root, tmp_path, capsys) -> None:
     preds_ok = _write_preds(tmp_path / "ok.jsonl", spair_root)
     assert main([*base, "--predictions", str(partial)]) == 2
     assert "no prediction for 1 of 6 selected pairs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before the output folder is made
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"pair": load_spair(spair_root)[0].name, "pred_kps": [[1, 2]]}))
     assert main([*base, "--predictions", str(bad), "--categories", "aeroplane"]) == 2

@@ -63,3 +63,41 @@ def test_per_image_and_per_keypoint_differ() -> None:
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError, match="3 predicted keypoints for 2"):
         keypoint_hits(np.zeros((3, 2)), np.zeros((2, 2)), 10.0)
+
+
+def test_kps_threshold_and_inclusive_comparison() -> None:
+    kps = np.array([[10.0, 20.0], [40.0, 25.0], [30.0, 60.0]])
+    assert threshold_length((0, 0, 1, 1), (9, 9), "kps", kps) == 40.0  # max(30, 40)
+    true = np.zeros((2, 2))
+    pred = np.array([[3.0, 4.0], [0.0, 2.0]])  # 5 px and 2 px
+    assert keypoint_hits(pred, true, 50.0, (0.1,)) == {"0.1": [False, True]}
+    assert keypoint_hits(pred, true, 50.0, (0.1,), inclusive=True) == {"0.1": [True, True]}
+
+
+def test_category_weighted_is_sd_dinos_weighted_mean() -> None:
+    recs = [
+        {"pair": "a1", "category": "a", "hits": {"0.1": [True, False, False, False]}},
+        {"pair": "a2", "category": "a", "hits": {"0.1": [True]}},
+        {"pair": "a3", "category": "a", "hits": {"0.1": [True, True]}},
+        {"pair": "b1", "category": "b", "hits": {"0.1": [False, False]}},
+    ]
+    t = summarize(recs, (0.1,))["0.1"]
+    # per category pooled over keypoints: a = 4/7, b = 0; weights = pair counts 3 and 1
+    assert t["category_weighted"]["per_keypoint"] == pytest.approx(100 * (3 * 4 / 7 + 0) / 4)
+    assert t["category_mean"]["per_keypoint"] == pytest.approx(100 * (4 / 7) / 2)
+    assert t["category_weighted"]["per_image"] == pytest.approx(t["per_image"])
+    assert "| *category weighted* | | 42.86 |" in markdown_table(
+        summarize(recs, (0.1,)), "per_keypoint"
+    )
+
+
+def test_compact_records_score_like_full_ones() -> None:
+    full = [
+        {"pair": "a", "category": "x", "hits": {"0.1": [True, False, True]}},
+        {"pair": "b", "category": "y", "hits": {"0.1": [False]}},
+    ]
+    compact = [
+        {"pair": "a", "category": "x", "n_kps": 3, "hit_counts": {"0.1": 2}},
+        {"pair": "b", "category": "y", "n_kps": 1, "hit_counts": {"0.1": 0}},
+    ]
+    assert summarize(compact, (0.1,)) == summarize(full, (0.1,))

@@ -42,7 +42,7 @@ def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) 
     pipe = FakePipe()
     summary = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
     assert len(pipe.calls) == 12  # 12 pairs over 12 images: each image extracted once
-    assert {c for _, c in pipe.calls} == {p.category for p in pairs}  # category prompt passed
+    assert {c for _, c in pipe.calls} == {None}  # the default is the empty prompt
     recs = _lines(tmp_path / "pairs.jsonl")
     assert [r["pair"] for r in recs] == [p.name for p in pairs]
     for r, p in zip(recs, pairs, strict=True):
@@ -52,6 +52,9 @@ def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) 
         assert set(r["hits"]) == {"0.1", "0.05", "0.01"} and len(r["hits"]["0.1"]) == p.num_kps
     assert summary == json.loads((tmp_path / "summary.json").read_text())
     assert summary == {"config": CONFIG, "pck": summarize(recs)}
+    for r, p in zip(recs, pairs, strict=True):  # the threshold is the TARGET box's longer side
+        x1, y1, x2, y2 = p.trg_bbox
+        assert r["threshold_px"] == max(x2 - x1, y2 - y1)
     assert summary["pck"]["0.1"]["n_keypoints"] == 2 * (7 + 7 + 9 + 9 + 7 + 4)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "config.json", "pairs.jsonl", "summary.json", "timing.json",
@@ -80,7 +83,7 @@ def test_resume_after_a_kill_recomputes_only_missing_pairs(pairs, tmp_path) -> N
 def test_refuses_a_folder_of_another_config(pairs, tmp_path) -> None:
     evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
     other = {**CONFIG, "pipeline": "other"}
-    with pytest.raises(OutputError, match="different configuration"):
+    with pytest.raises(OutputError, match="another configuration"):
         evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
 
 
@@ -121,3 +124,58 @@ def test_border_keypoints_are_kept_on_the_image(spair_root) -> None:
     pred = ModelPredictor(pipe)(pair)
     assert pred.shape == (2, 2) and np.isfinite(pred).all()
     assert torch.as_tensor(pred).abs().max() < max(pair.trg_size)
+
+
+def test_category_prompt_uses_natural_names(pairs, tmp_path) -> None:
+    pipe = FakePipe()
+    evaluate(pairs, ModelPredictor(pipe, use_category=True), tmp_path, CONFIG, quiet=True)
+    names = {c for _, c in pipe.calls}
+    assert names == {"aeroplane", "cow", "dog", "horse", "motorbike", "potted plant"}
+
+
+def test_threshold_comes_from_the_target_box_not_the_source_box(pairs) -> None:
+    """Scoring with the source box (a mutation) must fail: boxes differ in every pair here."""
+    for p in pairs:
+        tx1, ty1, tx2, ty2 = p.trg_bbox
+        trg_len = max(tx2 - tx1, ty2 - ty1)
+        p = dataclasses.replace(p, src_bbox=(0.0, 0.0, 2.0 * trg_len, 1.0))  # source box: 2x
+        rec = score_pair(p, p.trg_kps, (0.1,))
+        assert rec["threshold_px"] == trg_len
+        # a prediction just inside the target threshold and outside the source one (or the
+        # reverse) is scored by the target's
+        offset = 0.1 * trg_len * 0.999
+        pred = p.trg_kps + np.array([offset, 0.0])
+        assert score_pair(p, pred, (0.1,))["hits"]["0.1"] == [True] * p.num_kps
+        pred = p.trg_kps + np.array([0.1 * trg_len * 1.001, 0.0])
+        assert score_pair(p, pred, (0.1,))["hits"]["0.1"] == [False] * p.num_kps
+
+
+def test_incomplete_records_are_redone(pairs, tmp_path) -> None:
+    """A valid-JSON but incomplete line (no hits, or hits without an alpha) is redone."""
+    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    jsonl = tmp_path / "pairs.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    rec4, rec5 = json.loads(lines[4]), json.loads(lines[5])
+    del rec4["hits"]
+    del rec5["hits"]["0.05"]
+    jsonl.write_text("".join(lines[:4]) + json.dumps(rec4) + "\n" + json.dumps(rec5) + "\n"
+                     + "".join(lines[6:]))  # fmt: skip
+    (tmp_path / "summary.json").unlink()
+    pipe = FakePipe()
+    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    assert second == first
+    redone = {p.src_image.name for p in pairs[4:6]} | {p.trg_image.name for p in pairs[4:6]}
+    assert sorted(n for n, _ in pipe.calls) == sorted(redone)  # those two pairs, nothing else
+    assert jsonl.read_text() == "".join(lines)
+
+
+def test_refusal_names_the_settings_that_differ(pairs, tmp_path) -> None:
+    cfg = {**CONFIG, "eval": {**CONFIG["eval"], "root": "/data/SPair-71k"}}
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, cfg, quiet=True)
+    same = {**cfg, "eval": {**cfg["eval"], "root": "/data/./SPair-71k/"}}
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, same, quiet=True)  # resumes
+    other = {**cfg, "eval": {**cfg["eval"], "threshold": "img"}}
+    with pytest.raises(OutputError) as err:
+        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
+    assert "eval.threshold: 'bbox' (previous run) != 'img' (this run)" in str(err.value)
+    assert "eval.root" not in str(err.value) and "\n" not in str(err.value)

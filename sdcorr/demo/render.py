@@ -1,0 +1,164 @@
+"""Pictures and arrays shared by ``sdcorr demo`` and ``sdcorr match --flow/--pca``.
+
+Pure numpy/torch (no Gradio): grid values lifted to original pixels, joint PCA colours of a
+fused pair, the similarity heat map of one point, the point marker, and the dense-flow arrays.
+Every file is written atomically (temp name, then rename).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from ..image import Geometry
+from ..io import atomic_path
+from ..match.dense import DenseFlow
+from ..types import FeatureMap
+
+#: Colour of the match marker (pure magenta: rare in photos, easy to find in a screenshot).
+MARKER_RGB = (255, 0, 255)
+
+
+def pixel_cells(geo: Geometry) -> torch.Tensor:
+    """``(H, W, 2)`` int64 ``(col, row)`` of the grid cell containing each pixel of the image."""
+    ys, xs = torch.meshgrid(
+        torch.arange(geo.height, dtype=torch.float64),
+        torch.arange(geo.width, dtype=torch.float64),
+        indexing="ij",
+    )
+    pix = torch.stack([xs.flatten(), ys.flatten()], dim=1)
+    return geo.to_cell(pix).view(geo.height, geo.width, 2)
+
+
+def grid_to_pixels(values: torch.Tensor | np.ndarray, geo: Geometry) -> np.ndarray:
+    """Lift per-cell values ``(h, w, ...)`` to the original image: ``(H, W, ...)`` (nearest cell)."""
+    v = torch.as_tensor(np.asarray(values))
+    cells = pixel_cells(geo)
+    return v[cells[..., 1], cells[..., 0]].numpy()
+
+
+def side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A | B on a black canvas ``(max(Ha, Hb), Wa + Wb, 3)`` uint8, both at their own size."""
+    h = max(a.shape[0], b.shape[0])
+    out = np.zeros((h, a.shape[1] + b.shape[1], 3), dtype=np.uint8)
+    out[: a.shape[0], : a.shape[1]] = a
+    out[: b.shape[0], a.shape[1] :] = b
+    return out
+
+
+def pca_images(fa: FeatureMap, fb: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
+    """Joint PCA colours of a fused pair, at each image's original size.
+
+    One PCA (:func:`sdcorr.viz.pca_rgb`) is fitted on the content cells of both maps (padding
+    cells are left out), so the same part gets the same colour in both images.
+
+    Args:
+        fa: ``(1, C, h, w)`` fused descriptors of A.
+        fb: ``(1, C, h', w')`` fused descriptors of B.
+
+    Returns:
+        ``(Ha, Wa, 3)`` and ``(Hb, Wb, 3)`` uint8.
+    """
+    from ..viz import pca_rgb
+
+    ga, gb = fa.geometry[0], fb.geometry[0]
+    rgb_a, rgb_b = pca_rgb([fa, fb], mask=[ga.content_mask(), gb.content_mask()])
+    return grid_to_pixels(rgb_a, ga), grid_to_pixels(rgb_b, gb)
+
+
+def pca_panel(fa: FeatureMap, fb: FeatureMap) -> np.ndarray:
+    """Both images side by side in joint PCA colours: ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
+    return side_by_side(*pca_images(fa, fb))
+
+
+def similarity(fa: FeatureMap, fb: FeatureMap, point: tuple[float, float]) -> torch.Tensor:
+    """``(h', w')`` cosine similarity between A's cell at ``point`` ``(x, y)`` and every B cell."""
+    ga = fa.geometry[0]
+    pt = ga.check_inside([list(point)], "point of A")
+    col, row = ga.to_cell(pt)[0].tolist()
+    query = F.normalize(fa.features[0, :, row, col].float(), dim=0)
+    bank = F.normalize(fb.features[0].float(), dim=0)
+    return torch.einsum("c,chw->hw", query, bank).cpu()
+
+
+def heatmap(image_b: np.ndarray, sim: torch.Tensor, geo_b: Geometry, alpha: float = 0.6):
+    """B blended with a colour map of ``sim (h', w')`` (scaled over B's content cells).
+
+    Returns:
+        ``(Hb, Wb, 3)`` uint8.
+    """
+    import matplotlib
+
+    content = geo_b.content_mask()
+    lo, hi = sim[content].min(), sim[content].max()
+    scaled = ((sim - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+    colours = matplotlib.colormaps["turbo"](grid_to_pixels(scaled, geo_b))[..., :3] * 255
+    out = (1 - alpha) * image_b.astype(np.float64) + alpha * colours
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def draw_marker(image: np.ndarray, xy: tuple[float, float], radius: int = 8) -> np.ndarray:
+    """A copy of ``image (H, W, 3)`` uint8 marking ``xy`` (original pixels): a one-pixel
+    :data:`MARKER_RGB` crosshair across the whole image through the pixel nearest ``xy``, and a
+    white ring around it. The full-length lines are never clipped, so :func:`marker_centre`
+    finds the point exactly even at the image border."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    x = int(np.clip(round(xy[0]), 0, out.shape[1] - 1))
+    y = int(np.clip(round(xy[1]), 0, out.shape[0] - 1))
+    im = Image.fromarray(out)
+    r = radius
+    ImageDraw.Draw(im).ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
+    out = np.asarray(im).copy()
+    out[y, :] = MARKER_RGB
+    out[:, x] = MARKER_RGB
+    return out
+
+
+def marker_centre(image: np.ndarray, tol: int = 8) -> tuple[int, int] | None:
+    """``(x, y)`` of the crosshair drawn by :func:`draw_marker`, ``None`` if there is none.
+
+    The column (row) holding the most :data:`MARKER_RGB` pixels, if at least half of it is.
+    """
+    diff = np.abs(image[..., :3].astype(np.int16) - np.array(MARKER_RGB)).max(axis=-1)
+    hit = diff <= tol
+    cols, rows = hit.sum(axis=0), hit.sum(axis=1)
+    x, y = int(cols.argmax()), int(rows.argmax())
+    if cols[x] < image.shape[0] / 2 or rows[y] < image.shape[1] / 2:
+        return None
+    return x, y
+
+
+def flow_arrays(flow: DenseFlow) -> dict[str, np.ndarray]:
+    """The dense B → A correspondence at B's pixels.
+
+    Returns:
+        ``flow (Hb, Wb, 2)`` float32 ``(x, y)`` in A's pixels, ``valid (Hb, Wb)`` bool and
+        ``score (Hb, Wb)`` float32 (cosine similarity of each pixel's cell match).
+    """
+    return {
+        "flow": flow.to_pixels("nearest").numpy().astype(np.float32),
+        "valid": flow.valid_pixels().numpy().astype(bool),
+        "score": grid_to_pixels(flow.scores.float(), flow.geometry_b).astype(np.float32),
+    }
+
+
+def save_flow(path: str | Path, flow: DenseFlow) -> Path:
+    """Write :func:`flow_arrays` plus ``size_a``/``size_b`` ``(W, H)`` as an ``.npz`` (atomic)."""
+    arrays = flow_arrays(flow)
+    ga, gb = flow.geometry_a, flow.geometry_b
+    arrays["size_a"] = np.array([ga.width, ga.height], dtype=np.int64)
+    arrays["size_b"] = np.array([gb.width, gb.height], dtype=np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
+
+
+def save_pca(path: str | Path, fa: FeatureMap, fb: FeatureMap) -> Path:
+    """Write :func:`pca_panel` as a PNG (atomic); return ``path``."""
+    from ..viz import save_png
+
+    return save_png(pca_panel(fa, fb), path)

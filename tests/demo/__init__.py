@@ -1,0 +1,1 @@
+"""Tests of sdcorr.demo and sdcorr demo."""

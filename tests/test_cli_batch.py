@@ -1,0 +1,159 @@
+"""``sdcorr match --pairs/--out-dir``, ``--flow`` and ``--pca`` with tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdcorr.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "images"
+A, B = str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "grace_hopper.jpg")  # 512x512, 512x600
+DOG = (
+    REPO / "tests" / "data" / "spair-mini" / "SPair-71k" / "JPEGImages" / "dog" / "2009_001225.jpg"
+)
+SMALL = ["--sd-frame", "256", "--sd-tile", "128", "--dino-frame", "224", "--device", "cpu"]
+
+
+def _models(tiny_models) -> list[str]:
+    return ["--dino-model", str(tiny_models["dino"]), "--sd-model", str(tiny_models["sd"])]
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    """Three pairs over three images, relative paths, a comment, a blank line and a quoted path."""
+    imgs = tmp_path / "in" / "imgs"
+    imgs.mkdir(parents=True)
+    for src, name in ((A, "astro.jpg"), (B, "grace.jpg"), (DOG, "dog one.jpg")):
+        shutil.copy(src, imgs / name)
+    f = tmp_path / "in" / "pairs.txt"
+    f.write_text(
+        "# A B\nimgs/astro.jpg imgs/grace.jpg\n\nimgs/grace.jpg 'imgs/dog one.jpg'\n"
+        "'imgs/dog one.jpg' imgs/astro.jpg  # back to the start\n"
+    )
+    return f
+
+
+@pytest.mark.slow
+def test_pairs_extract_each_image_once_and_equal_single_runs(
+    pairs_file, tiny_models, tmp_path, capsys
+) -> None:
+    pts = tmp_path / "pts.json"
+    pts.write_text(json.dumps([[10, 20], [200.5, 100], [300, 250]]))
+    out = tmp_path / "out"
+    common = ["--points", str(pts), "--preset", "dino", "--dense-grid", "40", *SMALL,
+              *_models(tiny_models)]  # fmt: skip
+    rc = main(["-q", "match", "--pairs", str(pairs_file), "--out-dir", str(out),
+               "--flow", "flow.npz", "--pca", "pca.png", *common])  # fmt: skip
+    assert rc == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("3 pairs, 3 images extracted, 9 files written to ")
+    names = ["astro-grace", "grace-dog one", "dog one-astro"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}{suffix}" for n in names for suffix in (".json", "-flow.npz", "-pca.png")]
+    )
+    imgs = pairs_file.parent / "imgs"
+    for name, (a, b) in zip(
+        names, [("astro", "grace"), ("grace", "dog one"), ("dog one", "astro")], strict=True
+    ):
+        single = tmp_path / f"single-{name}.json"
+        args = [str(imgs / f"{a}.jpg"), str(imgs / f"{b}.jpg"), "--json", str(single)]
+        assert main(["-q", "match", *args, *common]) == 0
+        batch = json.loads((out / f"{name}.json").read_text())
+        assert batch == json.loads(single.read_text())
+    with np.load(out / "astro-grace-flow.npz") as z:
+        assert z["flow"].shape == (600, 512, 2)
+    assert Image.open(out / "grace-dog one-pca.png").size == (512 + 500, 600)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "imgs/astro.jpg imgs/grace.jpg\nimgs/astro.jpg\n",
+            "pairs.txt:2: expected two image paths",
+        ),
+        ("imgs/astro.jpg imgs/grace.jpg\n\nimgs/astro.jpg nope.jpg\n", "pairs.txt:3: "),
+        ("imgs/astro.jpg 'imgs/grace.jpg\n", "pairs.txt:1: No closing quotation"),
+        ("# nothing\n", "pairs file has no pairs"),
+    ],
+)
+def test_bad_pairs_line_is_named_before_any_model_loads(
+    pairs_file, tmp_path, capsys, monkeypatch, content, message
+) -> None:
+    def no_models(_args):
+        raise AssertionError("models must not load for a bad pairs file")
+
+    monkeypatch.setattr("sdcorr.commands.common.load_pipeline", no_models)
+    pairs_file.write_text(content)
+    out = tmp_path / "out"
+    assert main(["match", "--pairs", str(pairs_file), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_points_off_one_pairs_image_names_its_line(pairs_file, tmp_path, capsys) -> None:
+    pts = tmp_path / "pts.json"
+    pts.write_text(json.dumps([[505, 590]]))  # on grace (512x600), off astro (512x512)
+    pairs_file.write_text("imgs/grace.jpg imgs/astro.jpg\nimgs/astro.jpg imgs/grace.jpg\n")
+    rc = main(["match", "--pairs", str(pairs_file), "--out-dir", str(tmp_path / "o"),
+               "--points", str(pts)])  # fmt: skip
+    assert rc == 2 and "pairs.txt:2: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["match", A, B, "--flow", "f.npy"], "--flow must end in .npz"),
+        (["match", A, B, "--pca", "p.jpg"], "--pca must end in .png"),
+        (["match", A, "--json", "m.json"], "give two images A B"),
+        (["match", A, B, "--pairs", "p.txt", "--out-dir", "o"], "not both"),
+        (["match", "--pairs", "p.txt"], "--pairs needs --out-dir"),
+    ],
+)
+def test_output_option_errors(argv, message, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flow_and_pca_files(tiny_models, tmp_path) -> None:
+    flow, pca = tmp_path / "flow.npz", tmp_path / "pca.png"
+    rc = main(["-q", "match", A, B, "--flow", str(flow), "--pca", str(pca), "--dense-grid", "40",
+               "--preset", "dino", *SMALL, *_models(tiny_models)])  # fmt: skip
+    assert rc == 0
+    with np.load(flow) as z:
+        assert z["flow"].shape == (600, 512, 2) and z["flow"].dtype == np.float32
+        assert z["valid"].shape == (600, 512) and z["valid"].dtype == bool
+        assert z["score"].shape == (600, 512) and z["score"].dtype == np.float32
+        assert (z["flow"][..., 0] >= 0).all() and (z["flow"][..., 0] <= 511).all()
+        assert (z["flow"][..., 1] >= 0).all() and (z["flow"][..., 1] <= 511).all()  # in A
+        assert z["valid"].all() and (z["score"] <= 1 + 1e-5).all()
+    img = np.asarray(Image.open(pca))
+    assert img.shape == (600, 1024, 3)
+    assert (img[512:, :512] == 0).all()  # A is shorter: black below it
+
+
+def test_flow_of_identical_images_stays_in_each_pixels_cell(tiny_models, tmp_path) -> None:
+    """Same image twice: every pixel of B maps to the centre of its own cell in A."""
+    flow, pca = tmp_path / "flow.npz", tmp_path / "pca.png"
+    rc = main(["-q", "match", A, A, "--flow", str(flow), "--pca", str(pca), "--dense-grid", "0",
+               "--preset", "dino", *SMALL, *_models(tiny_models)])  # fmt: skip
+    assert rc == 0
+    with np.load(flow) as z:
+        f, score = z["flow"], z["score"]
+    ys, xs = np.mgrid[0:512, 0:512]
+    cell = 14 * 512 / 224  # one patch-14 cell of the 224 frame, in A's pixels (32)
+    assert np.abs(f[..., 0] - xs).max() <= cell / 2 + 0.5
+    assert np.abs(f[..., 1] - ys).max() <= cell / 2 + 0.5
+    np.testing.assert_allclose(score, 1.0, atol=1e-5)
+    img = np.asarray(Image.open(pca))
+    np.testing.assert_array_equal(img[:, :512], img[:, 512:])
