@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,13 +39,28 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int) -> P
     return path
 
 
+def remove_temporaries(out: Path) -> list[Path]:
+    """Delete checkpoint files left half-written by a killed process; return them."""
+    left = sorted((out / CKPT_DIR).glob(".step_*.tmp*"))
+    for path in left:
+        log.warning("removing the unfinished checkpoint %s", path)
+        path.unlink(missing_ok=True)
+    return left
+
+
 def load_latest(out: Path) -> dict[str, Any]:
-    """The newest checkpoint of ``out``; :class:`ConfigError` when there is none."""
+    """The newest readable checkpoint of ``out``; unreadable newer ones are skipped with a
+    warning. :class:`ConfigError` when there is none."""
     ckpts = list_checkpoints(out)
-    if not ckpts:
-        raise ConfigError(f"--resume: no checkpoint in {out / CKPT_DIR}")
-    log.info("resuming from %s", ckpts[-1])
-    return torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+    for path in reversed(ckpts):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # truncated or foreign file: fall back to an older one
+            log.warning("skipping unreadable checkpoint %s (%s)", path, err)
+            continue
+        log.info("resuming from %s", path)
+        return state
+    raise ConfigError(f"--resume: no readable checkpoint in {out / CKPT_DIR}")
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,11 +78,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _share(folder: Path) -> None:
+    """Give ``folder`` (``mkdtemp`` makes it 0700) and its files the umask's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+
+
 def export_backbone(backbone_state: dict, config: Any, out: Path, image_size: int) -> Path:
     """Write ``OUT/backbone`` with ``save_pretrained`` (+ a DINOv2 image processor config).
 
-    The weights are loaded strictly into a fresh ``Dinov2Model`` first, so a key mismatch fails
-    loudly. The folder is written under a temporary name and renamed.
+    The weights are loaded strictly into a fresh ``Dinov2Model`` (``Dinov2WithRegistersModel``
+    when the config has register tokens) first, so a key mismatch fails loudly. The folder is
+    written under a temporary name and renamed; it gets the usual modes of the umask (0755
+    folder, 0644 files with umask 022), readable by others.
     """
     from transformers import AutoModel
 
@@ -87,6 +114,7 @@ def export_backbone(backbone_state: dict, config: Any, out: Path, image_size: in
             crop_size={"height": image_size, "width": image_size}, do_normalize=True,
             image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
         ).save_pretrained(tmp)  # fmt: skip
+        _share(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -46,6 +46,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue OUT from its newest checkpoint with OUT/config.yaml",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run even if OUT already holds one (deletes its config, log, "
+        "checkpoints and backbone)",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL",
+        help="start both backbones from pretrained DINOv2 weights: hub id, alias "
+        "(dinov2-small, ...) or local Dinov2Model folder; the heads start fresh",
+    )
     p.add_argument("--dump-rank-states", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -72,6 +85,13 @@ def resolve_config(args: argparse.Namespace):
     cfg = merge(cfg, {"run": run})
     if args.num_workers is not None:
         cfg = replace(cfg, data=replace(cfg.data, num_workers=args.num_workers))
+    init = getattr(args, "init", None)
+    if init and args.resume:
+        raise ConfigError("--init starts a new run; --resume continues one (pass only one)")
+    if init:
+        from .init import apply_init
+
+        cfg = apply_init(cfg, init)
     return cfg
 
 
@@ -80,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
     from .train import run_pretraining
 
     cfg = resolve_config(args)
+    if args.resume and args.overwrite:
+        from ..errors import ConfigError
+
+        raise ConfigError("--resume continues OUT and --overwrite deletes it (pass only one)")
     path = run_pretraining(cfg, args.data, args.out, resume=args.resume,
-                           quiet=getattr(args, "quiet", False),
+                           overwrite=args.overwrite, quiet=getattr(args, "quiet", False),
                            dump_rank_states=args.dump_rank_states)  # fmt: skip
     if os.environ.get("RANK", "0") == "0":
         print(path)

@@ -2,7 +2,8 @@
 
 Every number of the recipe (``shared/reference/dinov2-pretrain.md``) is a field. Presets:
 ``tiny`` (seconds on CPU, for tests), ``vits14`` and ``vitb14`` (the DINOv2 default recipe with a
-ViT-S/14 or ViT-B/14 backbone). Lengths given in "epochs" are multiplied by ``epoch_length``
+ViT-S/14 or ViT-B/14 backbone), ``vitl14`` and ``vitg14`` (the recipe of DINOv2's large-run
+configs, ViT-L/14 and the SwiGLU ViT-g/14). Lengths given in "epochs" are multiplied by ``epoch_length``
 iterations (DINOv2's ``OFFICIAL_EPOCH_LENGTH``) and clipped to the total number of steps.
 """
 
@@ -65,7 +66,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone (``transformers.Dinov2Model``, every field explicit) and heads."""
+    """Backbone (``transformers.Dinov2Model``, every field explicit) and heads.
+
+    ``norm_last_layer``: keep the heads' weight-norm gain at 1 (DINO v1; DINOv2 trains it).
+    ``init``: folder of pretrained ``Dinov2Model`` weights that initialise the student and
+    teacher backbones (set by ``--init``; ``None``: random init).
+    """
 
     hidden_size: int = 768
     num_layers: int = 12
@@ -83,10 +89,12 @@ class ModelConfig:
     head_hidden: int = 2048
     head_bottleneck: int = 256
     head_layers: int = 3
+    norm_last_layer: bool = False
     ibot_separate_head: bool = False
     ibot_prototypes: int = 65536
     ibot_hidden: int = 2048
     ibot_bottleneck: int = 256
+    init: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,11 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW, parameter groups and schedules (lr = base_lr * sqrt(total batch / lr_ref_batch))."""
+    """AdamW, parameter groups and schedules (lr = base_lr * sqrt(total batch / lr_ref_batch)).
+
+    ``backbone_lr_mult`` scales the lr of every backbone parameter (1 in the recipe); the
+    heads keep the full lr. ``--init`` multiplies it by ``init_lr_mult`` (pretrained backbone).
+    """
 
     base_lr: float = 0.004
     lr_ref_batch: int = 1024
@@ -125,6 +137,8 @@ class OptimConfig:
     momentum_teacher_end: float = 1.0
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
+    backbone_lr_mult: float = 1.0
+    init_lr_mult: float = 0.01
     freeze_last_layer_epochs: float = 1
     clip_grad: float = 3.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -173,8 +187,44 @@ class PretrainConfig:
         return self.run.steps or self.optim.epochs * self.optim.epoch_length
 
     def epoch_steps(self, epochs: float) -> int:
-        """``epochs`` converted to iterations, clipped to ``[0, total_steps]``."""
-        return min(self.total_steps, max(0, math.ceil(epochs * self.optim.epoch_length)))
+        """``epochs`` converted to iterations, clipped to ``[0, total_steps]``.
+
+        Without ``run.steps`` an epoch is ``epoch_length`` iterations. With ``run.steps`` the
+        schedule is rescaled to the run's length: ``epochs`` is the fraction
+        ``epochs / optim.epochs`` of ``run.steps`` (so warm-ups and decays happen within it).
+        """
+        if self.run.steps:
+            n = epochs / max(self.optim.epochs, 1e-9) * self.run.steps
+        else:
+            n = epochs * self.optim.epoch_length
+        return min(self.total_steps, max(0, math.ceil(n - 1e-9)))
+
+    def effective_schedule(self) -> dict[str, int]:
+        """The schedule lengths in iterations that this run uses (written to config.yaml)."""
+        o, loss = self.optim, self.loss
+        return {
+            "total_steps": self.total_steps,
+            "lr_warmup_steps": self.epoch_steps(o.warmup_epochs),
+            "freeze_last_layer_steps": self.epoch_steps(o.freeze_last_layer_epochs),
+            "teacher_temp_warmup_steps": self.epoch_steps(loss.warmup_teacher_temp_epochs),
+        }
+
+
+def _large(name: str, width: int, depth: int, heads: int, swiglu: bool, batch: int):
+    """The recipe of DINOv2's ``vitl14.yaml`` / ``vitg14.yaml``: Sinkhorn-Knopp, separate
+    iBOT head, 131072 prototypes, 500 epochs with 80 warm-up epochs, lr 2e-4, no layer decay."""
+    return PretrainConfig(
+        name=name,
+        model=ModelConfig(
+            hidden_size=width, num_layers=depth, num_heads=heads, use_swiglu_ffn=swiglu,
+            drop_path=0.4, head_prototypes=131072, head_bottleneck=384,
+            ibot_separate_head=True, ibot_prototypes=131072,
+        ),
+        loss=LossConfig(centering="sinkhorn_knopp"),
+        optim=OptimConfig(base_lr=2e-4, warmup_epochs=80, epochs=500, weight_decay_end=0.2,
+                          momentum_teacher=0.994, layer_decay=1.0),
+        run=RunConfig(batch_size=batch),
+    )  # fmt: skip
 
 
 PRESETS: dict[str, PretrainConfig] = {
@@ -182,6 +232,8 @@ PRESETS: dict[str, PretrainConfig] = {
     "vits14": PretrainConfig(
         name="vits14", model=ModelConfig(hidden_size=384, num_heads=6, drop_path=0.1)
     ),
+    "vitl14": _large("vitl14", 1024, 24, 16, swiglu=False, batch=32),
+    "vitg14": _large("vitg14", 1536, 40, 24, swiglu=True, batch=12),
     "tiny": PretrainConfig(
         name="tiny",
         data=DataConfig(global_size=56, local_size=28, n_local=2, num_workers=0),
@@ -191,14 +243,15 @@ PRESETS: dict[str, PretrainConfig] = {
             mlp_ratio=2,
             image_size=56,
             drop_path=0.1,
-            head_prototypes=128,
+            head_prototypes=16,
             head_hidden=64,
             head_bottleneck=32,
-            ibot_prototypes=128,
+            ibot_prototypes=16,
             ibot_hidden=64,
             ibot_bottleneck=32,
+            norm_last_layer=True,
         ),
-        loss=LossConfig(warmup_teacher_temp_epochs=3),
+        loss=LossConfig(warmup_teacher_temp=0.04, teacher_temp=0.04, warmup_teacher_temp_epochs=3),
         optim=OptimConfig(
             base_lr=0.004,
             lr_ref_batch=8,
@@ -210,6 +263,20 @@ PRESETS: dict[str, PretrainConfig] = {
         run=RunConfig(batch_size=4, checkpoint_every=25, precision="fp32", cpu_threads=1),
     ),
 }
+PRESETS["tiny-scratch"] = replace(
+    PRESETS["tiny"],
+    name="tiny-scratch",
+    data=replace(
+        PRESETS["tiny"].data, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5), p_grayscale=0.0,
+        blur_probs=(0.0, 0.0, 0.0), p_solarize=0.0,
+    ),
+    model=replace(
+        PRESETS["tiny"].model, hidden_size=64, num_layers=4, num_heads=4, layerscale=1.0,
+        head_prototypes=16, ibot_prototypes=16, norm_last_layer=True,
+    ),
+    optim=replace(PRESETS["tiny"].optim, epoch_length=15),
+    run=replace(PRESETS["tiny"].run, batch_size=8, checkpoint_every=50),
+)  # fmt: skip
 
 
 def get_preset(name: str) -> PretrainConfig:
@@ -276,14 +343,19 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 
+EFFECTIVE_KEY = "effective_schedule"
+
+
 def save_yaml(cfg: PretrainConfig, path: str | Path) -> Path:
-    """Write ``cfg`` as YAML atomically."""
+    """Write ``cfg`` as YAML atomically, with its schedule in iterations under
+    ``effective_schedule`` (informative: :func:`load_yaml` ignores that key)."""
     import yaml
 
     from ..io import atomic_path
 
+    data = {**to_dict(cfg), EFFECTIVE_KEY: cfg.effective_schedule()}
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     return Path(path)
 
 
@@ -298,4 +370,5 @@ def load_yaml(path: str | Path, base: PretrainConfig | None = None) -> PretrainC
         raise ConfigError(f"cannot read config {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} is not a mapping")
+    data.pop(EFFECTIVE_KEY, None)
     return merge(base or PRESETS["vitb14"], data)

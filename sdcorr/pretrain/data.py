@@ -1,4 +1,4 @@
-"""Training data: an image folder, DINOv2 multi-crop augmentation (kornia), iBOT masks, collate.
+"""Training data: an image folder, DINOv2 multi-crop augmentation, iBOT masks, collate.
 
 Batches are a pure function of ``(seed, rank, step)``: the image order is a per-epoch
 permutation of the files and every random draw of a batch uses RNGs seeded from those three
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -53,11 +55,60 @@ def load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255)
 
 
-class MultiCrop(nn.Module):
-    """DINOv2 ``DataAugmentationDINO`` on kornia: 2 global and ``n_local`` local crops.
+def crop_box(
+    height: int, width: int, scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:  # fmt: skip
+    """A RandomResizedCrop box ``(top, left, h, w)`` drawn with the global torch RNG.
 
-    Geometry (RandomResizedCrop, bicubic) is drawn per image; flips, colour jitter, grayscale,
-    blur and solarize are drawn per crop on the stacked crops of a batch.
+    Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``; up to 10 tries,
+    then the largest centred box whose aspect ratio lies in ``ratio`` (the torchvision rule that
+    DINOv2's ``RandomResizedCrop`` follows).
+    """
+    area = height * width
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = math.exp(torch.empty(1).uniform_(lo, hi).item())
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,)).item())
+            left = int(torch.randint(0, width - w + 1, (1,)).item())
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resized_crop(img: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """Crop ``(3, H, W)`` to ``box`` and resize to ``(3, size, size)``: bicubic with
+    antialiasing (as PIL's bicubic resize that the DINOv2 code uses), clamped to [0, 1]."""
+    top, left, h, w = box
+    patch = img[None, :, top : top + h, left : left + w]
+    out = F.interpolate(patch, size=(size, size), mode="bicubic", align_corners=False,
+                        antialias=True)  # fmt: skip
+    return out[0].clamp_(0, 1)
+
+
+def random_resized_crops(img: torch.Tensor, n: int, size: int,
+                         scale: tuple[float, float]) -> torch.Tensor:  # fmt: skip
+    """``n`` independent antialiased RandomResizedCrops of ``(3, H, W)``: ``(n, 3, size, size)``."""
+    h, w = img.shape[-2:]
+    return torch.stack([resized_crop(img, crop_box(h, w, scale), size) for _ in range(n)])
+
+
+class MultiCrop(nn.Module):
+    """DINOv2 ``DataAugmentationDINO``: 2 global and ``n_local`` local crops.
+
+    Geometry (RandomResizedCrop, bicubic with antialiasing as PIL's) is drawn per crop; flips,
+    colour jitter, grayscale, blur and solarize (kornia) are drawn per crop on the stacked crops
+    of a batch.
     """
 
     def __init__(self, cfg: DataConfig) -> None:
@@ -65,10 +116,6 @@ class MultiCrop(nn.Module):
         import kornia.augmentation as K
 
         self.cfg = cfg
-
-        def crop(size: int, scale: tuple[float, float]) -> nn.Module:
-            return K.RandomResizedCrop((size, size), scale=scale, resample="bicubic",
-                                       align_corners=False)  # fmt: skip
 
         def photometric(p_blur: float, p_solarize: float) -> nn.Sequential:
             ops = [
@@ -85,8 +132,6 @@ class MultiCrop(nn.Module):
             ops.append(K.Normalize(torch.tensor(cfg.mean), torch.tensor(cfg.std)))
             return nn.Sequential(*ops)
 
-        self.global_crop = crop(cfg.global_size, cfg.global_scale)
-        self.local_crop = crop(cfg.local_size, cfg.local_scale)
         self.global1 = photometric(cfg.blur_probs[0], 0.0)
         self.global2 = photometric(cfg.blur_probs[1], cfg.p_solarize)
         self.local = photometric(cfg.blur_probs[2], 0.0)
@@ -100,12 +145,11 @@ class MultiCrop(nn.Module):
             ``(n_local * B, 3, L, L)`` local crops, both normalised.
         """
         g, loc = [], []
+        c = self.cfg
         for img in images:
-            x = img.unsqueeze(0)
-            g.append(self.global_crop(x.expand(2, -1, -1, -1)).clamp_(0, 1))
-            if self.cfg.n_local:
-                n = self.cfg.n_local
-                loc.append(self.local_crop(x.expand(n, -1, -1, -1)).clamp_(0, 1))
+            g.append(random_resized_crops(img, 2, c.global_size, c.global_scale))
+            if c.n_local:
+                loc.append(random_resized_crops(img, c.n_local, c.local_size, c.local_scale))
         g0 = self.global1(torch.stack([c[0] for c in g]))
         g1 = self.global2(torch.stack([c[1] for c in g]))
         s = self.cfg.local_size

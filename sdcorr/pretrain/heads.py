@@ -61,11 +61,12 @@ class DINOHead(nn.Module):
         hidden_dim: MLP width (2048).
         bottleneck_dim: MLP output width (256).
         nlayers: linear layers in the MLP (3).
+        norm_last_layer: freeze the weight-norm gain ``g`` at 1 (DINO v1; DINOv2 trains it).
     """
 
     def __init__(
         self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-        nlayers: int = 3,
+        nlayers: int = 3, norm_last_layer: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
@@ -83,7 +84,9 @@ class DINOHead(nn.Module):
         nn.init.trunc_normal_(last.weight, std=0.02)
         self.last_layer = nn.utils.parametrizations.weight_norm(last)
         with torch.no_grad():
-            self.last_layer.parametrizations.weight.original0.fill_(1.0)  # g = 1, trainable
+            self.last_layer.parametrizations.weight.original0.fill_(1.0)  # g = 1
+        if norm_last_layer:  # DINO v1's norm_last_layer: g stays 1 (logits are cosines)
+            self.last_layer.parametrizations.weight.original0.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_dim)`` tokens → ``(..., out_dim)`` prototype logits."""
@@ -106,10 +109,10 @@ class SSLModel(nn.Module):
         self.backbone = build_backbone(cfg, drop_path)
         d = cfg.hidden_size
         self.dino_head = DINOHead(d, cfg.head_prototypes, cfg.head_hidden, cfg.head_bottleneck,
-                                  cfg.head_layers)  # fmt: skip
+                                  cfg.head_layers, cfg.norm_last_layer)  # fmt: skip
         if cfg.ibot_separate_head:
             self.ibot_head = DINOHead(d, cfg.ibot_prototypes, cfg.ibot_hidden, cfg.ibot_bottleneck,
-                                      cfg.head_layers)  # fmt: skip
+                                      cfg.head_layers, cfg.norm_last_layer)  # fmt: skip
         self.prefix = 1 + cfg.num_register_tokens
 
     def tokens(

@@ -106,11 +106,12 @@ def layer_id(name: str, num_layers: int) -> int:
 
 
 def param_groups(
-    model: nn.Module, num_layers: int, layer_decay: float, patch_embed_mult: float
-) -> list[dict]:
+    model: nn.Module, num_layers: int, layer_decay: float, patch_embed_mult: float,
+    backbone_mult: float = 1.0,
+) -> list[dict]:  # fmt: skip
     """AdamW groups of a student (``backbone``, ``dino_head``, ``ibot_head``).
 
-    Backbone params get ``lr_mult = layer_decay ** (L + 1 - layer_id)`` (times
+    Backbone params get ``lr_mult = backbone_mult * layer_decay ** (L + 1 - layer_id)`` (times
     ``patch_embed_mult`` for the patch embedding); heads get 1. Biases, norms and LayerScale
     get ``wd_mult = 0``. Params named ``last_layer`` follow the last-layer lr schedule. Groups
     are merged by ``(lr_mult, wd_mult, is_last_layer)``.
@@ -121,7 +122,7 @@ def param_groups(
             continue
         lr_mult = 1.0
         if name.startswith("backbone."):
-            lr_mult = layer_decay ** (num_layers + 1 - layer_id(name, num_layers))
+            lr_mult = backbone_mult * layer_decay ** (num_layers + 1 - layer_id(name, num_layers))
             if "patch_embeddings" in name:
                 lr_mult *= patch_embed_mult
         wd_mult = 0.0 if _NO_WD.search(name) else 1.0

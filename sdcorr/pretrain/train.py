@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, SdcorrError
 from . import checkpoint as ckpt
 from .config import PretrainConfig, save_yaml, to_dict, validate
 from .dist import (
@@ -47,6 +50,7 @@ class State:
     centers: nn.ModuleDict
     step: int = 0
     corrupt: set[str] = field(default_factory=set)
+    warned_collapse: bool = False
 
     @property
     def student_module(self) -> SSLModel:
@@ -54,11 +58,21 @@ class State:
         return getattr(self.student, "module", self.student)
 
 
-def build_state(cfg: PretrainConfig, device: torch.device, info: DistInfo) -> State:
-    """Student, teacher (identical weights, no drop path, frozen), optimiser and centres."""
+def build_state(
+    cfg: PretrainConfig, device: torch.device, info: DistInfo, load_init: bool = True
+) -> State:
+    """Student, teacher (identical weights, no drop path, frozen), optimiser and centres.
+
+    With ``cfg.model.init`` (and ``load_init``) both backbones start from those pretrained
+    weights; the heads are always freshly initialised.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed)  # same init on every rank
         student = SSLModel(cfg.model)
+    if cfg.model.init and load_init:
+        from .init import init_backbone
+
+        init_backbone(student.backbone, cfg.model.init, cfg.data.global_size)
     teacher = SSLModel(cfg.model, drop_path=0.0)
     teacher.load_state_dict(student.state_dict())
     student.to(device).train()
@@ -72,7 +86,7 @@ def build_state(cfg: PretrainConfig, device: torch.device, info: DistInfo) -> St
         student = wrap_ddp(student, device)
     base = getattr(student, "module", student)
     groups = param_groups(base, cfg.model.num_layers, cfg.optim.layer_decay,
-                          cfg.optim.patch_embed_lr_mult)  # fmt: skip
+                          cfg.optim.patch_embed_lr_mult, cfg.optim.backbone_lr_mult)  # fmt: skip
     for g in groups:
         g.pop("names")
     optimizer = torch.optim.AdamW(groups, lr=0.0, betas=cfg.optim.betas, foreach=True)
@@ -124,18 +138,77 @@ def train_step(
         ibot = s["patch_logits"].float().sum() * 0.0
     koleo = sum(koleo_loss(c) for c in s["global_cls"].chunk(2))
     total = lc_.dino_weight * (local + glob) + lc_.ibot_weight * ibot + lc_.koleo_weight * koleo
+    _check_finite(total, {"dino_local": local, "dino_global": glob, "ibot": ibot,
+                          "koleo": koleo}, int(batch["step"]), info)  # fmt: skip
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     norms = _clip(state.student_module, cfg.optim.clip_grad)
     state.optimizer.step()
     ema_update(state.student_module, state.teacher, values["momentum"])
-    mean_t = t_cls.mean(0)
-    entropy = -(mean_t * mean_t.clamp_min(1e-12).log()).sum()
     return {
         "loss": total.item(), "dino_local": local.item(), "dino_global": glob.item(),
-        "ibot": ibot.item(), "koleo": koleo.item(), "teacher_entropy": entropy.item(),
+        "ibot": ibot.item(), "koleo": koleo.item(), **collapse_diagnostics(t_out[0], t_cls),
         "n_masked": float(n_masked), **norms,
     }  # fmt: skip
+
+
+@torch.no_grad()
+def collapse_diagnostics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Figures that tell a learning teacher from a collapsed one.
+
+    Args:
+        logits: ``(2B, K)`` teacher head outputs of the global crops, crop-major (row ``i`` and
+            row ``i + B`` come from the same image).
+        targets: ``(2B, K)`` teacher targets (softmax after centring, or Sinkhorn-Knopp).
+
+    Returns:
+        ``teacher_entropy_image``: mean over crops of each crop's target entropy (nats);
+        ``teacher_entropy_max``: ``ln K``; ``teacher_cosine``: mean cosine between the head
+        outputs of different images (pairs of one image's two crops left out);
+        ``teacher_entropy_of_mean``: entropy of the batch-averaged target, which stays near
+        ``ln K`` both for a healthy and for a uniformly collapsed teacher.
+    """
+    t = targets.float()
+    per_image = -(t * t.clamp_min(1e-12).log()).sum(-1)
+    mean_t = t.mean(0)
+    of_mean = -(mean_t * mean_t.clamp_min(1e-12).log()).sum()
+    z = F.normalize(logits.float(), dim=-1)
+    n = len(z)
+    img = torch.arange(n, device=z.device) % max(n // 2, 1)
+    other = img[:, None] != img[None, :]
+    cos = (z @ z.t())[other].mean() if other.any() else z.new_tensor(float("nan"))
+    return {
+        "teacher_entropy_image": per_image.mean().item(),
+        "teacher_entropy_max": math.log(t.shape[-1]),
+        "teacher_cosine": cos.item(),
+        "teacher_entropy_of_mean": of_mean.item(),
+    }
+
+
+def looks_collapsed(rec: dict[str, float], limit: float = 0.9) -> bool:
+    """True when the teacher targets are near uniform or every image gets the same output."""
+    return (
+        rec["teacher_entropy_image"] > limit * rec["teacher_entropy_max"]
+        or rec["teacher_cosine"] > limit
+    )
+
+
+class NonFiniteLossError(SdcorrError):
+    """The loss became NaN or inf: training stopped before updating any weight."""
+
+
+def _check_finite(total: torch.Tensor, parts: dict[str, torch.Tensor], step: int,
+                  info: DistInfo) -> None:  # fmt: skip
+    """Raise :class:`NonFiniteLossError` (on every rank) when ``total`` is not finite."""
+    bad = torch.tensor(0.0 if torch.isfinite(total).item() else 1.0, device=total.device)
+    if info.distributed:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item():
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
+        raise NonFiniteLossError(
+            f"non-finite loss ({total.item():.4g}; {terms}) at step {step}: training stopped "
+            f"before the update; the checkpoints written so far are kept"
+        )
 
 
 def _clip(student: SSLModel, max_norm: float) -> dict[str, float]:
@@ -230,26 +303,71 @@ def _loader(cfg: PretrainConfig, data: Path, info: DistInfo, start: int, device:
 
 
 def _trim_log(path: Path, upto: int) -> None:
-    """Drop log lines of steps ``>= upto`` (written after the checkpoint we resume from)."""
+    """Drop log lines of steps ``>= upto`` (written after the checkpoint we resume from) and
+    lines that do not parse (a line torn by a kill); rewrite the file atomically."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < upto]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.warning("dropping a torn line of %s", path)
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] < upto:
+            keep.append(line)
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+RUN_FILES = ("config.yaml", "log.jsonl", ckpt.CKPT_DIR, "backbone")
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> None:
+    """Refuse to start a fresh run over an existing one (unless ``overwrite``).
+
+    Raises:
+        ConfigError: ``out`` already holds a run and neither ``resume`` nor ``overwrite``.
+    """
+    if resume:
+        return
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if found and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it or "
+            f"--overwrite to start again"
+        )
+    if found and info.main:
+        import shutil
+
+        for name in found:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if info.distributed:
+        torch.distributed.barrier()
 
 
 def run_pretraining(
     cfg: PretrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
-    quiet: bool = False, dump_rank_states: bool = False,
+    overwrite: bool = False, quiet: bool = False, dump_rank_states: bool = False,
 ) -> Path:  # fmt: skip
     """Train (or resume) a run; return ``OUT/backbone`` (the exported teacher backbone).
 
     Writes ``OUT/config.yaml``, ``OUT/log.jsonl``, ``OUT/checkpoints/step_*.pt`` and
     ``OUT/backbone/``. Under torchrun each rank calls this; rank 0 writes the files.
     The global RNG and thread count of the calling process are restored afterwards.
+
+    Raises:
+        ConfigError: a fresh run into an ``out`` that holds a run (without ``overwrite``).
+        NonFiniteLossError: the loss became NaN/inf (the checkpoints so far are kept).
+        KeyboardInterrupt: SIGINT or SIGTERM, after a checkpoint of the last finished step.
     """
     validate(cfg)
     out, data = Path(out), Path(data)
     info = init_distributed(_resolve_device(cfg, DistInfo()).type)
+    prepare_out(out, resume, overwrite, info)
     device = _resolve_device(cfg, info)
     devices = [device.index or 0] if device.type == "cuda" else []
     threads = torch.get_num_threads()
@@ -270,11 +388,12 @@ def _run(
     from tqdm.auto import tqdm
 
     fsdp = info.distributed and cfg.run.parallel == "fsdp2"
-    state = build_state(cfg, device, info)
+    state = build_state(cfg, device, info, load_init=not resume)
     if resume:
         _load_state(state, ckpt.load_latest(out), info, fsdp)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_temporaries(out)
         save_yaml(cfg, out / "config.yaml")
         _trim_log(out / "log.jsonl", state.step)
     schedules = build_schedules(cfg, info.world_size)
@@ -282,22 +401,73 @@ def _run(
     bar = tqdm(total=cfg.total_steps, initial=state.step, disable=True if quiet or not info.main
                else None, desc="pretrain", unit="it")  # fmt: skip
     t0, last = time.perf_counter(), {}
-    for done, batch in enumerate(loader, start=1):
-        step = int(batch["step"])
-        state.corrupt.update(batch["corrupt"])
-        values = schedules.at(step)
-        apply_schedules(state.optimizer, values)
-        last = train_step(state, batch, cfg, values, device, info)
-        state.step = step + 1
-        logged = all_mean(last, info)
-        _log(out, cfg, state, values, logged, info, done, time.perf_counter() - t0)
-        bar.update(1)
-        if state.step % cfg.run.checkpoint_every == 0 or state.step == cfg.total_steps:
-            _checkpoint(out, cfg, state, info, fsdp)
+    with StopSignals() as stop:
+        for done, batch in enumerate(loader, start=1):
+            step = int(batch["step"])
+            state.corrupt.update(batch["corrupt"])
+            values = schedules.at(step)
+            apply_schedules(state.optimizer, values)
+            last = train_step(state, batch, cfg, values, device, info)
+            state.step = step + 1
+            logged = all_mean(last, info)
+            _log(out, cfg, state, values, logged, info, done, time.perf_counter() - t0)
+            bar.update(1)
+            signum = stop.agreed(info)
+            if (signum or state.step % cfg.run.checkpoint_every == 0
+                    or state.step == cfg.total_steps):  # fmt: skip
+                _checkpoint(out, cfg, state, info, fsdp)
+            if signum:
+                bar.close()
+                log.warning("stopped by signal %d after step %d; checkpoint %s written; continue "
+                            "with --resume", signum, step, ckpt.checkpoint_path(out, state.step))  # fmt: skip
+                raise KeyboardInterrupt
     bar.close()
     if dump:
         _dump_rank_state(out, state, info, fsdp, last)
     return _export(out, cfg, state, info, fsdp)
+
+
+class StopSignals:
+    """Context that turns SIGINT/SIGTERM into a flag, so the loop can checkpoint and stop.
+
+    Handlers are installed only in the main thread and restored on exit. A second signal
+    while the checkpoint is written is recorded, not acted on, so the write completes.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, info: DistInfo) -> int:
+        """The signal number if any rank received one (collective under torchrun), else 0."""
+        if not info.distributed:
+            return self.signum
+        t = torch.tensor(float(self.signum))
+        if torch.distributed.get_backend() == "nccl":
+            t = t.cuda()
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
 
 
 def _log(out: Path, cfg: PretrainConfig, state: State, values: dict, losses: dict,
@@ -311,6 +481,23 @@ def _log(out: Path, cfg: PretrainConfig, state: State, values: dict, losses: dic
            "corrupt_files": len(state.corrupt)}  # fmt: skip
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(rec) + "\n")
+    _warn_collapse(cfg, state, rec)
+
+
+def _warn_collapse(cfg: PretrainConfig, state: State, rec: dict) -> None:
+    """Warn (once, and again at the last step) when the teacher looks collapsed after the
+    teacher-temperature warm-up."""
+    warm = cfg.epoch_steps(cfg.loss.warmup_teacher_temp_epochs)
+    if "teacher_cosine" not in rec or rec["step"] < warm or not looks_collapsed(rec):
+        return
+    if state.warned_collapse and state.step != cfg.total_steps:
+        return
+    log.warning(
+        "warning: the teacher looks collapsed at step %d (per-image entropy %.3f of max %.3f, "
+        "cosine between images %.3f; healthy: <= 0.9 of max and <= 0.9)", rec["step"],
+        rec["teacher_entropy_image"], rec["teacher_entropy_max"], rec["teacher_cosine"],
+    )  # fmt: skip
+    state.warned_collapse = True
 
 
 def _checkpoint(out: Path, cfg: PretrainConfig, state: State, info: DistInfo, fsdp: bool) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from sdcorr.errors import DatasetError
 from sdcorr.pretrain.config import PRESETS
-from sdcorr.pretrain.data import PretrainBatches, list_images
+from sdcorr.pretrain.data import PretrainBatches, crop_box, list_images, resized_crop
 
 
 def _ds(image_dir, **kw) -> PretrainBatches:
@@ -58,3 +58,28 @@ def test_empty_or_missing_folder(tmp_path) -> None:
     (tmp_path / "bad.png").write_bytes(b"x")
     with pytest.raises(DatasetError, match="no readable image"):
         _ds(tmp_path)[0]
+
+
+def test_crops_are_antialiased_like_pil_bicubic() -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)  # white noise: aliases badly
+    x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    ours = resized_crop(x, (0, 0, 90, 120), 28)
+    pil = Image.fromarray(img).resize((28, 28), Image.Resampling.BICUBIC)
+    ref = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
+    assert (ours - ref).abs().mean() < 0.01
+    # without antialiasing the downsampled noise keeps its full contrast
+    plain = torch.nn.functional.interpolate(x[None], size=(28, 28), mode="bicubic")[0]
+    assert ours.std() < 0.5 * plain.std()
+
+
+def test_crop_box_follows_scale_and_ratio() -> None:
+    torch.manual_seed(0)
+    for _ in range(50):
+        top, left, h, w = crop_box(100, 150, (0.2, 0.5))
+        assert top >= 0 and top + h <= 100 and left >= 0 and left + w <= 150
+        assert 0.19 <= h * w / 15000 <= 0.51 and 0.74 <= w / h <= 1.35
+    assert crop_box(10, 100, (0.9, 1.0)) == (0, 43, 10, 13)  # fallback: centred, ratio 4/3

@@ -47,7 +47,7 @@ def test_masking_changes_only_masked_images() -> None:
 
 def test_student_forward_outputs_and_registers() -> None:
     cfg = replace(PRESETS["tiny"].model, num_register_tokens=2, ibot_separate_head=True,
-                  ibot_prototypes=50)  # fmt: skip
+                  head_prototypes=128, ibot_prototypes=50)  # fmt: skip
     model = SSLModel(cfg)
     masks = torch.zeros(4, 16, dtype=torch.bool)
     masks[0, :5] = True

@@ -51,7 +51,7 @@ def test_run_schedules_default_recipe() -> None:
 
 
 def test_param_groups_multipliers() -> None:
-    cfg = PRESETS["tiny"].model
+    cfg = replace(PRESETS["tiny"].model, norm_last_layer=False)  # DINOv2: g is trained
     model = SSLModel(cfg)
     groups = param_groups(model, cfg.num_layers, layer_decay=0.9, patch_embed_mult=0.2)
     by_name = {n: g for g in groups for n in g["names"]}
@@ -71,3 +71,11 @@ def test_param_groups_multipliers() -> None:
     assert head["lr_mult"] == 1.0 and not head["is_last_layer"]
     last = [n for n in by_name if "last_layer" in n]
     assert len(last) == 2 and all(by_name[n]["is_last_layer"] for n in last)
+    slow = param_groups(model, cfg.num_layers, 0.9, 0.2, backbone_mult=0.01)  # --init
+    slow_names = {n: g for g in slow for n in g["names"]}
+    assert slow_names["backbone.layernorm.weight"]["lr_mult"] == pytest.approx(0.01)
+    assert slow_names["dino_head.mlp.0.weight"]["lr_mult"] == 1.0
+    frozen = SSLModel(replace(cfg, norm_last_layer=True))  # DINO v1: g stays 1
+    names = {n for g in param_groups(frozen, cfg.num_layers, 0.9, 0.2) for n in g["names"]}
+    assert "dino_head.last_layer.parametrizations.weight.original0" not in names
+    assert "dino_head.last_layer.parametrizations.weight.original1" in names

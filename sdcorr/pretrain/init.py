@@ -1,0 +1,112 @@
+"""Start a run from pretrained DINOv2 weights (``--init MODEL``).
+
+The model is named like the extractors name theirs (hub id, alias or local folder, resolved by
+:func:`sdcorr.hub.resolve_model`). Its architecture replaces the preset's backbone fields; its
+weights initialise the student and teacher backbones, with the position embeddings resized to
+the global-crop grid exactly as ``Dinov2Model`` itself interpolates them at run time (so the
+initialised backbone computes what the pretrained model computes on a global crop). The heads
+stay freshly initialised; the last-layer freeze and the lr warm-up of the schedule guard them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .config import PretrainConfig
+
+log = logging.getLogger("sdcorr.pretrain")
+
+
+def resolve_init(name: str) -> Path:
+    """Local folder of the ``--init`` model (``ModelNotFoundError`` when unavailable)."""
+    from ..hub import resolve_model
+
+    return resolve_model(name, "dino")
+
+
+def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
+    """``cfg`` with the backbone architecture of model ``name`` and ``model.init`` set.
+
+    The crop sizes, heads, losses and schedules of ``cfg`` stay; ``image_size`` becomes the
+    global-crop size (the position table is resized to it), and the backbone lr is multiplied by
+    ``optim.init_lr_mult`` (0.01 by default: the fresh heads learn at the full lr while the
+    pretrained features move slowly).
+
+    Raises:
+        ConfigError: the folder is not a DINOv2 model.
+    """
+    path = resolve_init(name)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--init {name}: cannot read {path / 'config.json'}: {err}") from None
+    if hf.get("model_type") not in ("dinov2", "dinov2_with_registers"):
+        raise ConfigError(
+            f"--init {name}: model_type '{hf.get('model_type')}' is not a DINOv2 backbone"
+        )
+    m = cfg.model
+    model = replace(
+        m,
+        init=str(path),
+        hidden_size=int(hf["hidden_size"]),
+        num_layers=int(hf["num_hidden_layers"]),
+        num_heads=int(hf["num_attention_heads"]),
+        mlp_ratio=int(hf.get("mlp_ratio", 4)),
+        patch_size=int(hf["patch_size"]),
+        image_size=cfg.data.global_size,
+        layerscale=float(hf.get("layerscale_value", 1.0)),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-6)),
+        qkv_bias=bool(hf.get("qkv_bias", True)),
+        use_swiglu_ffn=bool(hf.get("use_swiglu_ffn", False)),
+        num_register_tokens=int(hf.get("num_register_tokens", 0)),
+    )
+    optim = replace(cfg.optim, backbone_lr_mult=cfg.optim.backbone_lr_mult * cfg.optim.init_lr_mult)
+    return replace(cfg, model=model, optim=optim)
+
+
+def load_pretrained(path: str | Path) -> nn.Module:
+    """The pretrained backbone (``Dinov2Model`` or ``Dinov2WithRegistersModel``), fp32, eval."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
+    return model.eval()
+
+
+@torch.no_grad()
+def resized_state_dict(src: nn.Module, image_size: int) -> dict[str, torch.Tensor]:
+    """``src``'s backbone weights with the position table for ``image_size`` inputs.
+
+    The table is computed by ``src.embeddings.interpolate_pos_encoding`` (bicubic, fp32), the
+    function ``Dinov2Model`` applies on every forward at other sizes.
+
+    Returns:
+        A state dict whose ``embeddings.position_embeddings`` is ``(1, 1 + (S/p)^2, D)``.
+    """
+    state = {k: v.detach().clone() for k, v in src.state_dict().items()}
+    pos = src.embeddings.position_embeddings
+    n = (image_size // src.config.patch_size) ** 2
+    dummy = pos.new_zeros(1, 1 + n, pos.shape[-1])
+    state["embeddings.position_embeddings"] = (
+        src.embeddings.interpolate_pos_encoding(dummy, image_size, image_size).detach().clone()
+    )
+    return state
+
+
+def init_backbone(backbone: nn.Module, path: str | Path, image_size: int) -> None:
+    """Load the pretrained weights of ``path`` into ``backbone`` (strict, resized positions)."""
+    src = load_pretrained(path)
+    state = resized_state_dict(src, image_size)
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"--init {path}: weights do not fit the backbone (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    log.info("backbone initialised from %s", path)
