@@ -2,10 +2,13 @@
 
 The model is named like the extractors name theirs (hub id, alias or local folder, resolved by
 :func:`sdcorr.hub.resolve_model`). Its architecture replaces the preset's backbone fields; its
-weights initialise the student and teacher backbones, with the position embeddings resized to
-the global-crop grid exactly as ``Dinov2Model`` itself interpolates them at run time (so the
-initialised backbone computes what the pretrained model computes on a global crop). The heads
-stay freshly initialised; the last-layer freeze and the lr warm-up of the schedule guard them.
+weights initialise the student and teacher backbones. The position table keeps its pretrained
+size (37x37 for the released models): ``Dinov2Model`` resizes it to each crop's grid on every
+forward, so the initialised backbone computes exactly what the pretrained model computes on a
+crop, and the exported backbone still carries the full table. (Storing a table resized to the
+tiny preset's 4x4 crop grid and exporting that lost 6.6 points of PCK@0.1 on spair-mini; see
+docs/pretrain.md.) The heads stay freshly initialised; the last-layer freeze and the lr warm-up
+of the schedule guard them.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def resolve_init(name: str) -> Path:
 def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
     """``cfg`` with the backbone architecture of model ``name`` and ``model.init`` set.
 
-    The crop sizes, heads, losses and schedules of ``cfg`` stay; ``image_size`` becomes the
-    global-crop size (the position table is resized to it), and the backbone lr is multiplied by
+    The crop sizes, heads, losses and schedules of ``cfg`` stay; ``image_size`` is the pretrained
+    model's (its position table is kept whole), and the backbone lr is multiplied by
     ``optim.init_lr_mult`` (0.01 by default: the fresh heads learn at the full lr while the
     pretrained features move slowly).
 
@@ -60,7 +63,7 @@ def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
         num_heads=int(hf["num_attention_heads"]),
         mlp_ratio=int(hf.get("mlp_ratio", 4)),
         patch_size=int(hf["patch_size"]),
-        image_size=cfg.data.global_size,
+        image_size=int(hf.get("image_size", 518)),
         layerscale=float(hf.get("layerscale_value", 1.0)),
         layer_norm_eps=float(hf.get("layer_norm_eps", 1e-6)),
         qkv_bias=bool(hf.get("qkv_bias", True)),

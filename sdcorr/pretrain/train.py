@@ -72,7 +72,7 @@ def build_state(
     if cfg.model.init and load_init:
         from .init import init_backbone
 
-        init_backbone(student.backbone, cfg.model.init, cfg.data.global_size)
+        init_backbone(student.backbone, cfg.model.init, cfg.model.image_size)
     teacher = SSLModel(cfg.model, drop_path=0.0)
     teacher.load_state_dict(student.state_dict())
     student.to(device).train()
@@ -163,8 +163,12 @@ def collapse_diagnostics(logits: torch.Tensor, targets: torch.Tensor) -> dict[st
 
     Returns:
         ``teacher_entropy_image``: mean over crops of each crop's target entropy (nats);
-        ``teacher_entropy_max``: ``ln K``; ``teacher_cosine``: mean cosine between the head
-        outputs of different images (pairs of one image's two crops left out);
+        ``teacher_entropy_max``: ``ln K``; ``teacher_cosine``: mean cosine between the teacher
+        outputs (the targets the student is trained on) of different images (pairs of one
+        image's two crops left out): 1 when every image gets the same target, whether uniform
+        or peaked; ``teacher_logit_cosine``: the same on the raw head logits, which share a
+        large common component even for real pretrained features under a fresh head (about
+        0.87 for DINOv2-S before any update), so it is logged but not used as the limit;
         ``teacher_entropy_of_mean``: entropy of the batch-averaged target, which stays near
         ``ln K`` both for a healthy and for a uniformly collapsed teacher.
     """
@@ -172,17 +176,22 @@ def collapse_diagnostics(logits: torch.Tensor, targets: torch.Tensor) -> dict[st
     per_image = -(t * t.clamp_min(1e-12).log()).sum(-1)
     mean_t = t.mean(0)
     of_mean = -(mean_t * mean_t.clamp_min(1e-12).log()).sum()
-    z = F.normalize(logits.float(), dim=-1)
-    n = len(z)
-    img = torch.arange(n, device=z.device) % max(n // 2, 1)
-    other = img[:, None] != img[None, :]
-    cos = (z @ z.t())[other].mean() if other.any() else z.new_tensor(float("nan"))
     return {
         "teacher_entropy_image": per_image.mean().item(),
         "teacher_entropy_max": math.log(t.shape[-1]),
-        "teacher_cosine": cos.item(),
+        "teacher_cosine": _cross_image_cosine(t),
+        "teacher_logit_cosine": _cross_image_cosine(logits.float()),
         "teacher_entropy_of_mean": of_mean.item(),
     }
+
+
+def _cross_image_cosine(x: torch.Tensor) -> float:
+    """Mean cosine between rows of ``x (2B, K)`` from different images (crop-major rows)."""
+    z = F.normalize(x, dim=-1)
+    n = len(z)
+    img = torch.arange(n, device=z.device) % max(n // 2, 1)
+    other = img[:, None] != img[None, :]
+    return ((z @ z.t())[other].mean() if other.any() else z.new_tensor(float("nan"))).item()
 
 
 def looks_collapsed(rec: dict[str, float], limit: float = 0.9) -> bool:

@@ -72,7 +72,8 @@ def test_resume_refusal_names_the_setting_before_any_model_loads(spair_root, tmp
     assert main(["--root", str(spair_root), "--out", str(out), "--dino-frame", "224", "-q"]) == 2
     assert len(loads) == 1  # refused before loading
     err = capsys.readouterr().err
-    assert "pipeline.dino.frame: 840 (previous run) != 224 (this run)" in err
+    # the default frame is recorded as None (60 cells of the model's patch, 840 for DINOv2)
+    assert "pipeline.dino.frame: None (previous run) != 224 (this run)" in err
     assert err.count("\n") == 1 and "sd.frame" not in err
 
 

@@ -51,8 +51,10 @@ def _check_init(folder: Path, size: int = 56) -> SSLModel:
     ref = src(pixel_values=x).last_hidden_state
     for m in (student.backbone.eval(), teacher.backbone):
         assert torch.allclose(m(pixel_values=x).last_hidden_state, ref, atol=1e-5)
-    grid = (size // src.config.patch_size) ** 2
-    assert student.backbone.embeddings.position_embeddings.shape[1] == 1 + grid
+    # the pretrained table is kept whole (7x7 here), resized per forward like Dinov2Model does
+    table = src.embeddings.position_embeddings
+    for m in (student.backbone, teacher.backbone):
+        assert torch.equal(m.embeddings.position_embeddings, table)
     torch.manual_seed(cfg.run.seed)
     fresh = SSLModel(cfg.model)  # heads come from the seed, not from the init model
     for a, b in zip(fresh.dino_head.parameters(), student.dino_head.parameters(), strict=True):
@@ -60,10 +62,10 @@ def _check_init(folder: Path, size: int = 56) -> SSLModel:
     return student
 
 
-def test_init_copies_backbone_and_resizes_positions(tmp_path: Path) -> None:
+def test_init_copies_backbone_and_keeps_the_position_table(tmp_path: Path) -> None:
     folder = _save(tmp_path / "m")
     cfg = apply_init(get_preset("tiny"), str(folder))
-    assert (cfg.model.num_layers, cfg.model.layerscale, cfg.model.image_size) == (3, 0.5, 56)
+    assert (cfg.model.num_layers, cfg.model.layerscale, cfg.model.image_size) == (3, 0.5, 98)
     assert cfg.model.init == str(folder)
     _check_init(folder)
     _check_init(_save(tmp_path / "r", registers=2))
@@ -102,7 +104,9 @@ def test_init_cli_runs_and_rejects_bad_models(tmp_path: Path, image_dir: Path, c
     from transformers import Dinov2Model
 
     model = Dinov2Model.from_pretrained(out / "backbone")
-    assert model.config.num_hidden_layers == 3 and model.config.image_size == 56
+    assert model.config.num_hidden_layers == 3 and model.config.image_size == 98
+    pretrained = Dinov2Model.from_pretrained(folder).embeddings.position_embeddings
+    assert model.embeddings.position_embeddings.shape == pretrained.shape  # 7x7 table exported
     assert main([*base, "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope")]) == 2
     (tmp_path / "sd").mkdir()
     (tmp_path / "sd" / "config.json").write_text('{"model_type": "clip"}')

@@ -146,6 +146,14 @@ def test_collapse_diagnostics_tell_collapse_from_health() -> None:
     d = train.collapse_diagnostics(same, uniform)
     assert d["teacher_entropy_image"] == pytest.approx(math.log(k), rel=1e-5)
     assert d["teacher_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert d["teacher_logit_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert train.looks_collapsed(d)
+    # peaked but collapsed: every image gets the same one-hot target from different logits
+    logits = torch.randn(2 * b, k)
+    peaked = torch.zeros(2 * b, k)
+    peaked[:, 3] = 1.0
+    d = train.collapse_diagnostics(logits, peaked)
+    assert d["teacher_entropy_image"] < 1e-6 and d["teacher_cosine"] == pytest.approx(1.0)
     assert train.looks_collapsed(d)
     # healthy: each image its own prototype (both crops agree), orthogonal head outputs
     logits = torch.eye(k)[torch.arange(b).repeat(2)]
@@ -153,5 +161,6 @@ def test_collapse_diagnostics_tell_collapse_from_health() -> None:
     d = train.collapse_diagnostics(logits, targets)
     assert d["teacher_entropy_image"] < 0.2 * math.log(k)
     assert d["teacher_cosine"] == pytest.approx(0.0, abs=1e-6)  # same-image pairs left out
+    assert d["teacher_logit_cosine"] == pytest.approx(0.0, abs=1e-6)
     assert d["teacher_entropy_of_mean"] > 0.3 * math.log(k)
     assert not train.looks_collapsed(d)
