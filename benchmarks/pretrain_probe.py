@@ -33,10 +33,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sdcorr.features.dino import IMAGENET_MEAN as MEAN
+from sdcorr.features.dino import IMAGENET_STD as STD
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO / "tests" / "data" / "spair-mini" / "SPair-71k" / "JPEGImages"
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 ZOOM = 0.6  # the zoom warp shows the central 60 % of the photo
 
 Warp = Callable[[torch.Tensor], torch.Tensor]
@@ -70,7 +71,7 @@ def flip_source(p: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def colour(img: torch.Tensor) -> torch.Tensor:
-    """A fixed colour change: brightness x1.2, contrast x0.7, saturation x0.4, hue +0.1 turn."""
+    """A fixed colour change: brightness +0.2, contrast x0.7, saturation x0.4, hue +0.1 turn."""
     import kornia.enhance as E
 
     x = E.adjust_brightness(img, 0.2)
@@ -107,9 +108,9 @@ def load_images(folder: Path, size: int) -> torch.Tensor:
 
 def load_backbone(path: str | Path) -> torch.nn.Module:
     """A ``Dinov2Model`` / ``Dinov2WithRegistersModel`` folder, fp32, eval mode."""
-    from transformers import AutoModel
+    from sdcorr.pretrain.init import load_pretrained
 
-    return AutoModel.from_pretrained(str(path), dtype=torch.float32).eval()
+    return load_pretrained(path)
 
 
 @torch.no_grad()

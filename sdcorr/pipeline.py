@@ -168,9 +168,9 @@ class SDDino:
         an image already seen (same pixels after any mirroring, same category) is not
         extracted again, and the misses are extracted in one batch."""
         pil = [mirror_image(im) if mirrored else load_image(im) for im in images]
-        keys = [(_pixel_key(im), category) for im in pil]
         if self.cache_size <= 0:
             return self.extract(pil, category)
+        keys = [(_pixel_key(im), category) for im in pil]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if todo:
             first = {k: pil[keys.index(k)] for k in todo}
@@ -203,11 +203,7 @@ class SDDino:
         ``mirrored``) from its DINO tokens (the finest SD layer without a DINO branch): token
         clusters rarely seen on the image border (see :mod:`sdcorr.masks`). Served from the
         feature cache when the image was just matched."""
-        from .masks import foreground_mask
-
-        return foreground_mask(
-            self._mask_source(self.image_features([image], category, mirrored)[0])
-        )
+        return self._resolve_mask("auto", self.image_features([image], category, mirrored)[0])
 
     def _mask_source(self, feats: ImageFeatures) -> FeatureMap:
         if "dino" in feats.maps:

@@ -116,6 +116,8 @@ def test_points_off_one_pairs_image_names_its_line(pairs_file, tmp_path, capsys)
         (["match", A, "--json", "m.json"], "give two images A B"),
         (["match", A, B, "--pairs", "p.txt", "--out-dir", "o"], "not both"),
         (["match", "--pairs", "p.txt"], "--pairs needs --out-dir"),
+        (["match", "--pairs", "p.txt", "--out-dir", "o", "--flow", "f.npy"], "--flow must end in"),
+        (["match", "--pairs", "p.txt", "--out-dir", "o", "--pca", "p.jpg"], "--pca must end in"),
     ],
 )
 def test_output_option_errors(argv, message, tmp_path, capsys, monkeypatch) -> None:

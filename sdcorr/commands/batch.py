@@ -97,9 +97,10 @@ def _validate(args: argparse.Namespace) -> tuple[list[PairJob], Path, torch.Tens
         raise OutputError("--mask-a/--mask-b apply to one pair; they cannot be used with --pairs")
     if args.json:
         raise OutputError("with --pairs every pair's JSON goes to --out-dir; drop --json")
-    if args.out and Path(args.out).suffix.lower() not in (".gif", ".png"):
-        raise OutputError(f"--out must end in .gif or .png, got {args.out}")
     from .common import check_fits, resolve_config
+    from .match import check_suffixes
+
+    check_suffixes(args)
 
     config = resolve_config(args)
     jobs = read_pairs(args.pairs)

@@ -112,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- validation
+def check_suffixes(args: argparse.Namespace) -> None:
+    """The output options name files of the right kind (also for ``--pairs``)."""
+    for opt, value, exts in (("--out", args.out, (".gif", ".png")), ("--flow", args.flow, (".npz",)),
+                             ("--pca", args.pca, (".png",))):  # fmt: skip
+        if value and Path(value).suffix.lower() not in exts:
+            raise OutputError(f"{opt} must end in {' or '.join(exts)}, got {value}")
+
+
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     outs = {
         "--out": args.out, "--json": args.json, "--plot": args.plot, "--flow": args.flow,
@@ -119,11 +127,7 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     if not any(outs.values()):
         raise OutputError("nothing to write: give --out, --json, --plot, --flow and/or --pca")
-    for opt, ext in (("--flow", ".npz"), ("--pca", ".png")):
-        if outs[opt] and Path(outs[opt]).suffix.lower() != ext:
-            raise OutputError(f"{opt} must end in {ext}, got {outs[opt]}")
-    if args.out and Path(args.out).suffix.lower() not in (".gif", ".png"):
-        raise OutputError(f"--out must end in .gif or .png, got {args.out}")
+    check_suffixes(args)
     check_distinct(outs)
     for p in outs.values():
         if p:

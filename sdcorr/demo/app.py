@@ -1,10 +1,10 @@
 """The Gradio page of ``sdcorr demo`` (needs the ``sdcorr[demo]`` extra; imports Gradio).
 
 Layout: two image inputs (upload, or the bundled examples), preset and category controls, and
-two tabs. *Match*: click a point on A; B shows its match (a magenta disc) and B's similarity heat
-map for that point. *Features*: both images in joint PCA colours, and the swap animation on
-request. Raw features are computed once per image (:class:`~sdcorr.demo.session.DemoSession`),
-so a further click costs only the matching.
+two tabs. *Match*: click a point on A; B shows its match (a magenta crosshair in a white ring)
+and B's similarity heat map for that point. *Features*: both images in joint PCA colours, and
+the swap animation on request. Raw features are computed once per image
+(:class:`~sdcorr.demo.session.DemoSession`), so a further click costs only the matching.
 
 Programmatic endpoint ``/match``: ``(image A, image B, x, y) -> {"x", "y", "score"}`` in B's
 pixels, with the server's preset and category (see the README for a ``gradio_client`` call).

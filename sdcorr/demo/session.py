@@ -201,8 +201,7 @@ class DemoSession:
         preset = preset or self.preset
         fa, fb = self.fused(path_a, path_b, preset, self._cat(category))
         flow = match_dense(fa, fb, grid, self.pipeline(preset).config.match)
-        px, valid = flow.to_pixels("nearest").numpy(), flow.valid_pixels().numpy()
-        frames = viz.swap_frames(_rgb(path_a), _rgb(path_b), px, mask_b=valid, max_side=max_side)
+        frames = viz.swap_frames_from_flow(_rgb(path_a), _rgb(path_b), flow, max_side)
         return viz.save_gif(frames, out, fps=20)
 
     def _cat(self, category: str | None) -> str | None:

@@ -82,30 +82,10 @@ def load_pretrained(path: str | Path) -> nn.Module:
     return model.eval()
 
 
-@torch.no_grad()
-def resized_state_dict(src: nn.Module, image_size: int) -> dict[str, torch.Tensor]:
-    """``src``'s backbone weights with the position table for ``image_size`` inputs.
-
-    The table is computed by ``src.embeddings.interpolate_pos_encoding`` (bicubic, fp32), the
-    function ``Dinov2Model`` applies on every forward at other sizes.
-
-    Returns:
-        A state dict whose ``embeddings.position_embeddings`` is ``(1, 1 + (S/p)^2, D)``.
-    """
-    state = {k: v.detach().clone() for k, v in src.state_dict().items()}
-    pos = src.embeddings.position_embeddings
-    n = (image_size // src.config.patch_size) ** 2
-    dummy = pos.new_zeros(1, 1 + n, pos.shape[-1])
-    state["embeddings.position_embeddings"] = (
-        src.embeddings.interpolate_pos_encoding(dummy, image_size, image_size).detach().clone()
-    )
-    return state
-
-
-def init_backbone(backbone: nn.Module, path: str | Path, image_size: int) -> None:
-    """Load the pretrained weights of ``path`` into ``backbone`` (strict, resized positions)."""
-    src = load_pretrained(path)
-    state = resized_state_dict(src, image_size)
+def init_backbone(backbone: nn.Module, path: str | Path) -> None:
+    """Load the pretrained weights of ``path`` into ``backbone`` (every tensor, the position
+    table at its pretrained size: ``Dinov2Model`` resizes it to each crop on the fly)."""
+    state = load_pretrained(path).state_dict()
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(

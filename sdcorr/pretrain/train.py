@@ -72,7 +72,7 @@ def build_state(
     if cfg.model.init and load_init:
         from .init import init_backbone
 
-        init_backbone(student.backbone, cfg.model.init, cfg.model.image_size)
+        init_backbone(student.backbone, cfg.model.init)
     teacher = SSLModel(cfg.model, drop_path=0.0)
     teacher.load_state_dict(student.state_dict())
     student.to(device).train()

@@ -113,7 +113,7 @@ def test_spair_pck_row(tmp_path: Path, tiny_models, spair_root: Path) -> None:
     assert probe.main(argv) == 0
     spair = json.loads(out.read_text())["spair"]
     assert spair["n_pairs"] == 6 and spair["dino_frame"] == 112
-    assert 0 <= spair["pck@0.1_per_image"] <= 1 and 0 <= spair["pck@0.1_per_keypoint"] <= 1
+    assert 0 <= spair["pck@0.1_per_image"] <= 100 and 0 <= spair["pck@0.1_per_keypoint"] <= 100
 
 
 @pytest.mark.realweights

@@ -1,4 +1,4 @@
-"""``--init MODEL``: pretrained backbones, resized position table, fresh heads, guards; export."""
+"""``--init MODEL``: pretrained backbones, whole position table, fresh heads, guards; export."""
 
 from __future__ import annotations
 
