@@ -327,11 +327,10 @@ class ModelPredictor:
     """Predicts target keypoints with an ``SDDino``-like object and a per-image cache.
 
     Args:
-        pipe: has ``extract(images, category=...)``, ``fuse(fa, fb)`` and
-            ``match_fused(fa, fb, points_a)`` (see :mod:`sdcorr.pipeline`); when its
-            ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), also
-            ``extract(..., mirrored=True)`` and ``match_raw(ra, rb, points, mirror=...)``: the
-            source's mirror is extracted once per image and cached like any image.
+        pipe: has ``extract(images, category=..., mirrored=False)`` and
+            ``match_raw(ra, rb, points_a, mirror=...)`` (see :mod:`sdcorr.pipeline`); when its
+            ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), the source's mirror
+            is extracted once per image and cached like any image.
         cache: a :class:`sdcorr.eval.cache.FeatureCache` whose extractor is
             :meth:`extract_one` of this object, or ``None`` for a memory LRU of 32 images.
         use_category: pass the pair's ``prompt_name`` (the natural name, e.g. "potted plant")
@@ -376,9 +375,7 @@ class ModelPredictor:
         w, h = pair.src_size[:2]
         src = torch.as_tensor(pair.src_kps, dtype=torch.float64)
         src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
-        if self.flip_align:  # the source's mirror competes (features cached like any image's)
-            mirror = self.mirror_cache.get(pair.src_image, cat)
-            matches = self.pipe.match_raw(ra, rb, src, mirror=mirror)
-        else:
-            matches = self.pipe.match_fused(*self.pipe.fuse(ra, rb), src)
+        # with flip alignment the source's mirror competes (features cached like any image's)
+        mirror = self.mirror_cache.get(pair.src_image, cat) if self.flip_align else None
+        matches = self.pipe.match_raw(ra, rb, src, mirror=mirror)
         return matches.points_b.detach().cpu().double().numpy()

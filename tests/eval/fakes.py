@@ -1,4 +1,4 @@
-"""A fake pipeline with the ``extract/fuse/match_fused`` interface of ``sdcorr.pipeline.SDDino``.
+"""A fake pipeline with the ``extract/fuse/match_raw`` interface of ``sdcorr.pipeline.SDDino``.
 
 Its "features" are only the image geometry, and it predicts each target keypoint by scaling the
 source keypoint by the size ratio of the two images: deterministic, cheap, and checkable.
@@ -47,6 +47,10 @@ class FakePipe:
         scale = torch.tensor([gb.width / ga.width, gb.height / ga.height], dtype=torch.float64)
         pa = torch.as_tensor(points_a, dtype=torch.float64)
         return Matches(pa, pa * scale, torch.ones(len(pa)))
+
+    def match_raw(self, ra: FakeFeatures, rb: FakeFeatures, points_a: Any, mirror: Any = None):
+        assert mirror is None  # the fake has no flip alignment
+        return self.match_fused(*self.fuse(ra, rb), points_a)
 
 
 def expected_prediction(src_kps: np.ndarray, src_size: tuple, trg_size: tuple) -> np.ndarray:
