@@ -205,6 +205,15 @@ class Geometry:
         p = self.cell_to_original(cells).round().long()
         return m[p[:, 1], p[:, 0]].view(n, n) & self.content_mask()
 
+    def pixel_centres(self) -> torch.Tensor:
+        """``(H * W, 2)`` float64 ``(x, y)`` of every pixel of the original image, row-major."""
+        ys, xs = torch.meshgrid(
+            torch.arange(self.height, dtype=torch.float64),
+            torch.arange(self.width, dtype=torch.float64),
+            indexing="ij",
+        )
+        return torch.stack([xs.flatten(), ys.flatten()], dim=1)
+
     def grid_points(self, step: int = 1) -> torch.Tensor:
         """Original-pixel centres of every ``step``-th content cell, ``(K, 2)`` row-major."""
         n = self.grid[0]

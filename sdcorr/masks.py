@@ -119,12 +119,7 @@ def fill_holes(mask: torch.Tensor) -> torch.Tensor:
 
 def grid_to_pixels(grid_mask: torch.Tensor, geo: Geometry) -> np.ndarray:
     """Lift an ``(h, w)`` bool grid mask to ``(H, W)`` bool original pixels (nearest cell)."""
-    ys, xs = torch.meshgrid(
-        torch.arange(geo.height, dtype=torch.float64),
-        torch.arange(geo.width, dtype=torch.float64),
-        indexing="ij",
-    )
-    cells = geo.to_cell(torch.stack([xs.flatten(), ys.flatten()], dim=1))
+    cells = geo.to_cell(geo.pixel_centres())
     return grid_mask[cells[:, 1], cells[:, 0]].view(geo.height, geo.width).numpy().copy()
 
 

@@ -25,13 +25,7 @@ MARKER_RGB = (255, 0, 255)
 
 def pixel_cells(geo: Geometry) -> torch.Tensor:
     """``(H, W, 2)`` int64 ``(col, row)`` of the grid cell containing each pixel of the image."""
-    ys, xs = torch.meshgrid(
-        torch.arange(geo.height, dtype=torch.float64),
-        torch.arange(geo.width, dtype=torch.float64),
-        indexing="ij",
-    )
-    pix = torch.stack([xs.flatten(), ys.flatten()], dim=1)
-    return geo.to_cell(pix).view(geo.height, geo.width, 2)
+    return geo.to_cell(geo.pixel_centres()).view(geo.height, geo.width, 2)
 
 
 def grid_to_pixels(values: torch.Tensor | np.ndarray, geo: Geometry) -> np.ndarray:

@@ -51,7 +51,7 @@ class DenseFlow:
                 positions are interpolated between cell centres).
         """
         gb = self.geometry_b
-        pix = _pixel_centres(gb)
+        pix = gb.pixel_centres()
         field = self.points_a()  # (h, w, 2)
         if mode == "nearest":
             cells = gb.to_cell(pix)
@@ -73,18 +73,8 @@ class DenseFlow:
     def valid_pixels(self) -> torch.Tensor:
         """``(Hb, Wb)`` bool: pixels of B whose cell was matched."""
         gb = self.geometry_b
-        cells = gb.to_cell(_pixel_centres(gb))
+        cells = gb.to_cell(gb.pixel_centres())
         return self.valid[cells[:, 1], cells[:, 0]].view(gb.height, gb.width)
-
-
-def _pixel_centres(geo: Geometry) -> torch.Tensor:
-    """``(H * W, 2)`` float64 ``(x, y)`` of every pixel of the original image, row-major."""
-    ys, xs = torch.meshgrid(
-        torch.arange(geo.height, dtype=torch.float64),
-        torch.arange(geo.width, dtype=torch.float64),
-        indexing="ij",
-    )
-    return torch.stack([xs.flatten(), ys.flatten()], dim=1)
 
 
 def resample(fm: FeatureMap, n: int) -> FeatureMap:
