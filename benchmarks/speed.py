@@ -36,19 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from speedkit.baseline import build_decoder
 from speedkit.floor import floor_flops
+from speedkit.gemm import GemmProbe, default_size
 from speedkit.models import Frames, Models, build_random, extractors, load_folders
-from speedkit.report import (
-    baseline_projection,
-    keypoint_agreement,
-    max_rel_diff,
-    nn_agreement,
-    projection,
-    stage_table,
-)
+from speedkit.report import baseline_projection, projection, stage_table
 from speedkit.runs import (
     Baseline,
     Ours,
-    Run,
     keypoints,
     make_images,
     measure_gif,
@@ -57,10 +50,12 @@ from speedkit.runs import (
     timed_then_counted,
     workload_pairs,
 )
+from speedkit.summary import gemm_table, optimisation_effects, summarise
 
 from sdcorr.device import resolve_device, resolve_dtype
 from sdcorr.errors import SdcorrError
 from sdcorr.eval.cache import FeatureCache
+from sdcorr.features.accel import prefers_channels_last
 from sdcorr.features.dino import ViTExtractor
 from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
 from sdcorr.io import atomic_path
@@ -77,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--json", default=None, help="write the report to this file")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     a("--dtype", default="auto", help="fast-path dtype: auto (fp16 on CUDA, fp32 on CPU), bf16")
-    a("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on CUDA")
+    a("--channels-last", choices=("auto", "on", "off"), default="auto",
+      help="fast-path SD layout; auto: on CUDA, the library default (on) on CPU")  # fmt: skip
     a("--compile", action="store_true", help="torch.compile the model blocks of the fast path")
     a("--attention", choices=("sdpa", "xformers"), default="sdpa", help="fast-path attention")
     a("--sd-model", default=None, help="diffusers SD folder (default: random full-size)")
@@ -93,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--batch-size", type=int, default=8, help="tiles per VAE/U-Net forward (ours)")
     a("--no-decoder", action="store_true", help="baseline skips the VAE decoder")
     a("--skip-workload", action="store_true", help="measure the pair only")
+    a("--no-baseline", action="store_true", help="time the library alone (no reference run)")
+    a("--gemm-size", type=int, default=None,
+      help="side of the GEMM-rate probe (default 2048 on CPU, 8192 on CUDA; 0: no probe)")  # fmt: skip
     a("--warmup", type=int, default=None, help="untimed pair runs first (default: 1 on CUDA)")
     a(
         "--flops",
@@ -128,15 +127,20 @@ def reframe(
         sd.unet, sd.vae, sd.text_encoder, sd.tokenizer, sd.scheduler, sd_cfg, sd.device, sd.dtype
     )
     new_sd._prompt_cache = sd._prompt_cache
+    new_sd.set_channels_last(sd.channels_last)
     dino_cfg = replace(dino.config, frame=frames.dino_frame)
     return new_sd, ViTExtractor(dino.model, dino_cfg, dino.device, dino.dtype)
 
 
 def fast_settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """The fast path's dtype and switches (``None`` dtype: no fast path)."""
+    """The fast path's dtype and switches (``enabled`` False: no fast path). ``channels_last``
+    ``None`` keeps the library's default layout (channels-last on CPU)."""
     dtype = resolve_dtype(args.dtype, device)
-    cl = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
-    on = dtype != torch.float32 or cl or args.compile or args.attention == "xformers"
+    cl = {"on": True, "off": False}.get(args.channels_last)
+    if cl is None and device.type == "cuda":
+        cl = True
+    changed = cl is not None and cl != prefers_channels_last(device)
+    on = dtype != torch.float32 or changed or args.compile or args.attention == "xformers"
     return {
         "enabled": on,
         "dtype": dtype,
@@ -165,86 +169,45 @@ def flops_mode(args: argparse.Namespace, device: torch.device) -> str:
     return "separate" if device.type == "cuda" else "same"
 
 
-def run_pairs(procs: dict[str, Any], paths, points, device, separate: bool) -> dict[str, Run]:
-    """(a) for every procedure."""
+def run_pairs(procs: dict[str, Any], paths, points, device, separate: bool, probes) -> dict:
+    """(a) for every procedure (``probes``: procedure name -> GEMM probe or ``None``)."""
     out = {}
     for name, proc in procs.items():
         log.info("pair: %s", name)
         out[name] = timed_then_counted(
-            lambda c, p=proc: measure_pair(p, paths, points, device, c), separate
-        )
+            lambda c, g, p=proc: measure_pair(p, paths, points, device, c, g),
+            separate, probes.get(name),
+        )  # fmt: skip
         log.info("pair: %s %.2f s", name, out[name].report["wall_s"])
     return out
 
 
-def run_workloads(procs: dict[str, Any], paths, pairs, device, separate: bool) -> dict[str, Run]:
+def run_workloads(procs: dict[str, Any], paths, pairs, device, separate: bool, probes) -> dict:
     """(b) for every procedure."""
     pts = {i: keypoints(p, 20, seed=i) for i, p in enumerate(paths)}
     out = {}
     for name, proc in procs.items():
         log.info("workload: %s", name)
         out[name] = timed_then_counted(
-            lambda c, p=proc: measure_workload(p, paths, pairs, pts.__getitem__, device,
-                                               FeatureCache, c), separate
+            lambda c, g, p=proc: measure_workload(p, paths, pairs, pts.__getitem__, device,
+                                                  FeatureCache, c, g),
+            separate, probes.get(name),
         )  # fmt: skip
         log.info("workload: %s %.2f s", name, out[name].report["wall_s"])
     return out
 
 
-# ---------------------------------------------------------------------- report
-def summarise(part: dict[str, Run], fast_name: str) -> dict[str, Any]:
-    """Ratios, differences and agreements of one part ((a) or (b))."""
-    base, exact = part["baseline"], part["ours_exact"]
-    best = part.get(fast_name, exact)
-    out: dict[str, Any] = {name: r.report for name, r in part.items()}
-    out["ratio"] = round(base.report["wall_s"] / best.report["wall_s"], 3)
-    out["ratio_exact"] = round(base.report["wall_s"] / exact.report["wall_s"], 3)
-    out["flops_ratio_baseline_over_ours"] = round(base.report["flops"] / best.report["flops"], 3)
-    out["max_rel_feature_diff"] = max_rel_diff(exact.raw, base.raw)
-    if fast_name in part:
-        fast = part[fast_name]
-        out["fast_vs_exact"] = {
-            "max_rel_feature_diff": max_rel_diff(fast.raw, exact.raw),
-            "dense_nn_agreement": round(nn_agreement(fast.flows, exact.flows), 5),
-            "keypoint_agreement": round(keypoint_agreement(fast.matches, exact.matches), 5),
-        }
-    return out
-
-
-def optimisation_effects(pair: dict[str, Any], wl: dict[str, Any] | None) -> dict[str, Any]:
-    """Where each optimisation shows in the stage figures (baseline vs ours_exact)."""
-    b, o = pair["baseline"]["stages"], pair["ours_exact"]["stages"]
-
-    def g(st: dict, k: str, f: str = "seconds") -> float:
-        return st.get(k, {}).get(f, 0)
-
-    out = {
-        "unet_early_exit_and_batching": {
-            "baseline_s": g(b, "unet"), "ours_s": g(o, "unet"),
-            "baseline_flops": g(b, "unet", "flops"), "ours_flops": g(o, "unet", "flops"),
-            "baseline_calls": g(b, "unet", "calls"), "ours_calls": g(o, "unet", "calls"),
-        },
-        "no_vae_decoder": {"baseline_s": g(b, "vae_decode"), "ours_s": g(o, "vae_decode"),
-                           "baseline_flops": g(b, "vae_decode", "flops")},
-        "tiles_and_images_batched_vae": {
-            "baseline_s": g(b, "vae_encode"), "ours_s": g(o, "vae_encode"),
-            "baseline_calls": g(b, "vae_encode", "calls"), "ours_calls": g(o, "vae_encode", "calls"),
-        },
-        "cached_prompt": {"baseline_s": g(b, "text_encoder"), "ours_s": g(o, "text_encoder"),
-                          "baseline_calls": g(b, "text_encoder", "calls"),
-                          "ours_calls": g(o, "text_encoder", "calls")},
-        "chunked_similarity": {"baseline_s": g(b, "matching"), "ours_s": g(o, "matching"),
-                               "baseline_peak_host_mb": g(b, "matching", "peak_host_mb"),
-                               "ours_peak_host_mb": g(o, "matching", "peak_host_mb")},
-    }  # fmt: skip
-    if wl is not None:
-        bw, ow = wl["baseline"], wl["ours_exact"]
-        out["per_image_reuse"] = {
-            "baseline_dino_calls": g(bw["stages"], "dino", "calls"),
-            "ours_dino_calls": g(ow["stages"], "dino", "calls"),
-            "cache": ow.get("cache", {}),
-        }
-    return out
+def gemm_probes(args: argparse.Namespace, device: torch.device, fast: dict) -> dict:
+    """One GEMM probe per procedure: fp32 for the baseline and the exact path, the fast path's
+    dtype for it (none where that dtype has no native kernels, or with ``--gemm-size 0``)."""
+    size = default_size(device) if args.gemm_size is None else args.gemm_size
+    if size <= 0:
+        return {}
+    fp32 = GemmProbe(device, torch.float32, size)
+    probes: dict[str, GemmProbe | None] = {"baseline": fp32, "ours_exact": fp32}
+    dt = fast["dtype"]
+    probes["ours_fast"] = fp32 if dt == torch.float32 else GemmProbe(device, dt, size)
+    return probes
 
 
 def environment(device: torch.device, models: Models, args: argparse.Namespace) -> dict:
@@ -278,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.allow_tf32 = False  # the exact path is compared at fp32
     torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    try:  # user errors before any model is built
         device = resolve_device(args.device)
+        fast = fast_settings(args, device)
     except SdcorrError as err:
-        print(f"speed.py: {err}", file=sys.stderr)
+        print(f"speed.py: error: {err}", file=sys.stderr)
         return 2
     pair_frames, wl_frames = frames_of(args)
     t0 = time.perf_counter()
@@ -290,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         models = build_random()
     load_s = time.perf_counter() - t0
-    report = run(args, models, device, pair_frames, wl_frames)
+    report = run(args, models, device, fast, (pair_frames, wl_frames))
     report["load_s"] = round(load_s, 2)
     report["environment"] = environment(device, models, args)
     print_summary(report)
@@ -301,21 +265,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) -> dict:
-    """Every measurement; the JSON report."""
+def build_procs(args, models: Models, device, fast: dict, frames: Frames) -> dict[str, Any]:
+    """The procedures to measure: ``baseline`` (unless ``--no-baseline``), ``ours_exact`` and,
+    when a switch is on, ``ours_fast``; all around the same models."""
     bs = args.batch_size
-    sd, dino = extractors(models, pair_frames, device, batch_size=bs)
-    decoder = None if args.no_decoder else build_decoder(models.vae)
-    fast = fast_settings(args, device)
-    procs = {"baseline": Baseline(sd, dino, decoder), "ours_exact": Ours(sd, dino)}
+    sd, dino = extractors(models, frames, device, batch_size=bs)
+    procs: dict[str, Any] = {}
+    if not args.no_baseline:
+        decoder = None if args.no_decoder else build_decoder(models.vae)
+        procs["baseline"] = Baseline(sd, dino, decoder)
+    procs["ours_exact"] = Ours(sd, dino)
     if fast["enabled"]:
-        procs["ours_fast"] = Ours(*build_fast(models, pair_frames, device, fast, bs))
-    tmp = Path(tempfile.mkdtemp(prefix="sdcorr-speed-"))
+        procs["ours_fast"] = Ours(*build_fast(models, frames, device, fast, bs))
+    return procs
+
+
+def input_images(args, tmp: Path) -> list[Path]:
+    """``--image-dir`` photos or synthetic SPair-sized JPEGs."""
     if args.image_dir:
         found = sorted(p for e in ("*.jpg", "*.png") for p in Path(args.image_dir).glob(e))
-        paths = found[: max(args.images, 2)]
-    else:
-        paths = make_images(max(args.images, 2), tmp)
+        return found[: max(args.images, 2)]
+    return make_images(max(args.images, 2), tmp)
+
+
+def run(args, models: Models, device, fast: dict, frames: tuple[Frames, Frames]) -> dict:
+    """Every measurement; the JSON report."""
+    pair_frames, wl_frames = frames
+    procs = build_procs(args, models, device, fast, pair_frames)
+    probes = gemm_probes(args, device, fast)
+    tmp = Path(tempfile.mkdtemp(prefix="sdcorr-speed-"))
+    paths = input_images(args, tmp)
     points = keypoints(paths[0], args.keypoints)
     warm = args.warmup if args.warmup is not None else int(device.type == "cuda")
     t = time.perf_counter()
@@ -325,13 +304,13 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
     warm_s = time.perf_counter() - t
     fast_name = "ours_fast" if "ours_fast" in procs else "ours_exact"
     separate = flops_mode(args, device) == "separate"
-    pair_runs = run_pairs(procs, paths[:2], points, device, separate)
+    pair_runs = run_pairs(procs, paths[:2], points, device, separate, probes)
     gif = measure_gif(paths[:2], pair_runs[fast_name].flows[0], device, tmp / "swap.gif")
     pair = summarise(pair_runs, "ours_fast")
     pair["gif"] = gif
     report: dict[str, Any] = {
-        "ratio_pair": pair["ratio"],
-        "max_rel_feature_diff": pair["max_rel_feature_diff"]["max"],
+        "ratio_pair": pair.get("ratio"),
+        "max_rel_feature_diff": pair.get("max_rel_feature_diff", {}).get("max"),
         "frames": {"pair": asdict(pair_frames), "workload": asdict(wl_frames)},
         "fast_path": {k: str(v) for k, v in fast.items()},
         "warmup_s": round(warm_s, 2),
@@ -339,24 +318,46 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
     }
     wl = None
     if not args.skip_workload:
-        wl = workload_part(args, models, procs, paths, device, wl_frames, pair_frames, decoder)
-        report["ratio_workload"] = wl["ratio"]
-        report["max_rel_feature_diff"] = max(report["max_rel_feature_diff"],
-                                             wl["max_rel_feature_diff"]["max"])  # fmt: skip
+        wl = workload_part(args, procs, paths, device, wl_frames, pair_frames, probes)
         report["workload"] = wl
+    report.update(headline(pair, wl))
+    sd, dino = procs["ours_exact"].sd, procs["ours_exact"].dino
     report.update(floor_part(models, sd, dino, pair, pair_frames, wl, wl_frames, fast_name))
-    report["optimisations"] = optimisation_effects(pair, wl)
+    if "baseline" in procs:
+        report["optimisations"] = optimisation_effects(pair, wl)
     if wl is not None:
-        report["projection_spair_test"] = {
-            "ours": projection(wl[fast_name], len({i for p in wl["pairs"] for i in p}),
-                               args.pairs, spair_images=args.spair_images),
-            "baseline": baseline_projection(wl["baseline"], args.pairs),
-            "assumption": f"{args.spair_images} distinct test images (upper bound: 1,800 "
-            "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
-            "frames",
-        }  # fmt: skip
+        report["projection_spair_test"] = spair_projection(args, wl, fast_name)
     report["cache"] = "sdcorr.eval.cache.FeatureCache (memory LRU, no disk)"
     return report
+
+
+def headline(pair: dict, wl: dict | None) -> dict[str, Any]:
+    """Top-level figures: workload ratio, worst feature difference, GEMM fractions."""
+    out: dict[str, Any] = {"gemm_fraction": pair["ours_exact"].get("gemm_fraction")}
+    if "ours_fast" in pair:
+        out["gemm_fraction_fast"] = pair["ours_fast"].get("gemm_fraction")
+    out["gemm_fractions"] = {"pair": gemm_table(pair)}
+    if wl is not None:
+        out["gemm_fractions"]["workload"] = gemm_table(wl)
+        if "ratio" in wl:
+            out["ratio_workload"] = wl["ratio"]
+            worst = pair["max_rel_feature_diff"]["max"], wl["max_rel_feature_diff"]["max"]
+            out["max_rel_feature_diff"] = max(worst)
+    return out
+
+
+def spair_projection(args, wl: dict, fast_name: str) -> dict[str, Any]:
+    """Projection of the workload's figures to the SPair-71k test split."""
+    distinct = len({i for p in wl["pairs"] for i in p})
+    out = {
+        "ours": projection(wl[fast_name], distinct, args.pairs, spair_images=args.spair_images),
+        "assumption": f"{args.spair_images} distinct test images (upper bound: 1,800 "
+        "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
+        "frames",
+    }  # fmt: skip
+    if "baseline" in wl:
+        out["baseline"] = baseline_projection(wl["baseline"], args.pairs)
+    return out
 
 
 def floor_part(models, sd, dino, pair, pair_frames, wl, wl_frames, fast_name) -> dict:
@@ -377,24 +378,29 @@ def floor_part(models, sd, dino, pair, pair_frames, wl, wl_frames, fast_name) ->
         floor = n_img * fl["tiled"]["total"]
         out["floor"][name] = {"frames": asdict(frames), "images": n_img, "per_image_flops": fl}
         part["flops_ratio_to_floor"] = round(part[fast_name]["flops"] / floor, 4)
-        part["baseline_flops_ratio_to_floor"] = round(part["baseline"]["flops"] / floor, 4)
+        if "baseline" in part:
+            part["baseline_flops_ratio_to_floor"] = round(part["baseline"]["flops"] / floor, 4)
     last = parts["workload" if wl is not None else "pair"][0]
     out["flops_ratio_to_floor"] = last["flops_ratio_to_floor"]
-    out["baseline_flops_ratio_to_floor"] = last["baseline_flops_ratio_to_floor"]
+    if "baseline_flops_ratio_to_floor" in last:
+        out["baseline_flops_ratio_to_floor"] = last["baseline_flops_ratio_to_floor"]
     return out
 
 
-def workload_part(args, models, procs, paths, device, wl_frames, pair_frames, decoder) -> dict:
+def workload_part(args, procs, paths, device, wl_frames, pair_frames, probes) -> dict:
     """(b) at the workload frames (extractors re-framed around the same models)."""
     if wl_frames != pair_frames:
         re = {}
         for name, proc in procs.items():
             sd, dino = reframe(proc.sd, proc.dino, wl_frames)
-            re[name] = Baseline(sd, dino, decoder) if name == "baseline" else Ours(sd, dino)
+            if name == "baseline":
+                re[name] = Baseline(sd, dino, proc.ref.decoder)
+            else:
+                re[name] = Ours(sd, dino)
         procs = re
     pairs = workload_pairs(args.pairs, args.images)
     runs = run_workloads(procs, paths[: args.images], pairs, device,
-                         flops_mode(args, device) == "separate")  # fmt: skip
+                         flops_mode(args, device) == "separate", probes)  # fmt: skip
     out = summarise(runs, "ours_fast")
     out["pairs"], out["images"] = pairs, args.images
     return out
@@ -414,8 +420,12 @@ def print_summary(report: dict) -> None:
               report["frames"]["workload"])  # fmt: skip
         print(stage_table({k: v for k, v in wl.items() if k in parts}))
         print("projection (SPair test):", json.dumps(report["projection_spair_test"]["ours"]))
-    keys = ("ratio_pair", "ratio_workload", "max_rel_feature_diff", "flops_ratio_to_floor")
-    print("\n" + "  ".join(f"{k}={report.get(k)}" for k in keys))
+    keys = ("ratio_pair", "ratio_workload", "max_rel_feature_diff", "flops_ratio_to_floor",
+            "gemm_fraction", "gemm_fraction_fast")  # fmt: skip
+    print("\n" + "  ".join(f"{k}={report.get(k)}" for k in keys if k in report))
+    for part, table in report.get("gemm_fractions", {}).items():
+        for name, row in table.items():
+            print(f"gemm_fraction {part} {name}:", json.dumps(row))
 
 
 if __name__ == "__main__":

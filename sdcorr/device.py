@@ -36,12 +36,44 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"`` → fp16 on CUDA, fp32 elsewhere; names like ``"bf16"`` are parsed."""
+    """``None``/``"auto"`` → fp16 on CUDA, fp32 elsewhere; names like ``"bf16"`` are parsed.
+
+    A half-precision dtype on a CPU without native kernels for it (:func:`native_dtype`) is
+    refused with a :class:`ConfigError`: PyTorch would run every convolution on its slow
+    generic path (README, "Speed").
+    """
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ConfigError(f"unknown dtype '{dtype}' (valid: {', '.join(DTYPES)})") from None
+        dt = dtype
+    else:
+        try:
+            dt = DTYPES[str(dtype).lower()]
+        except KeyError:
+            raise ConfigError(f"unknown dtype '{dtype}' (valid: {', '.join(DTYPES)})") from None
+    if not native_dtype(dt, device):
+        name = str(dt).replace("torch.", "")
+        raise ConfigError(
+            f"{name} on this CPU has no native kernels (oneDNN needs AVX-512 BF16/FP16 or AMX): "
+            "its convolutions fall back to PyTorch's generic loops, 15-100x slower than "
+            "float32; use fp32"
+        )
+    return dt
+
+
+def native_dtype(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``dtype`` has native convolution and matrix-product kernels on ``device``.
+
+    CPU: oneDNN's own check (bf16 needs AVX-512 BF16 or AMX, fp16 AVX-512 FP16 or AMX-FP16);
+    without it PyTorch runs half-precision convolutions through ``_slow_conv2d_forward``
+    (im2col and a generic matrix product). Float32, and every dtype on other devices, count
+    as native.
+    """
+    if device.type != "cpu" or dtype == torch.float32:
+        return True
+    check = {
+        torch.bfloat16: "_is_mkldnn_bf16_supported",
+        torch.float16: "_is_mkldnn_fp16_supported",
+    }.get(dtype)
+    fn = getattr(torch.ops.mkldnn, check, None) if check else None
+    return bool(fn()) if fn is not None else False

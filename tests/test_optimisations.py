@@ -33,6 +33,8 @@ from speedkit.runs import (  # noqa: E402
 )
 
 from sdcorr.config import MatchConfig  # noqa: E402
+from sdcorr.device import native_dtype  # noqa: E402
+from sdcorr.errors import ConfigError  # noqa: E402
 from sdcorr.eval.cache import FeatureCache  # noqa: E402
 from sdcorr.features.accel import compile_blocks  # noqa: E402
 from sdcorr.features.dino import ViTExtractor  # noqa: E402
@@ -61,9 +63,19 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(ext, images):
-    """Raw features of every image, the reference way (decoder skipped: output unused)."""
+    """Raw features of every image, the reference way: plain NCHW convolutions (the library's
+    CPU default is channels-last), decoder skipped (its output is unused)."""
+    sd, _ = ext
     ref = ReferenceProcedure(*ext)
-    return {i: ref.extract(p, "cat") for i, p in enumerate(images)}
+    sd.set_channels_last(False)
+    try:
+        return {i: ref.extract(p, "cat") for i, p in enumerate(images)}
+    finally:
+        sd.set_channels_last(True)
+
+
+def _is_channels_last(module: torch.nn.Module) -> bool:
+    return module.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def _sd_maps(sd, images, **cfg):
@@ -81,6 +93,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_ours_equals_reference_procedure(ext, images, reference):
+    assert ext[0].channels_last and _is_channels_last(ext[0].unet)  # CPU default layout
     ours = Ours(*ext).extract_pair(images, "cat")
     diff = max_rel_diff(dict(enumerate(ours)), reference)
     assert set(diff) == {"s3", "s4", "s5", "dino", "max"}
@@ -139,9 +152,35 @@ def test_chunked_similarity_equals_one_matrix(reference):
     assert torch.equal(da.cells_a, db.cells_a)
 
 
+def test_cpu_default_layout_is_channels_last_and_switchable(ext):
+    sd, dino = ext
+    assert sd.channels_last and _is_channels_last(sd.unet) and _is_channels_last(sd.vae.encoder)
+    sd.optimize(channels_last=False)
+    try:
+        assert not sd.channels_last and sd.unet.conv_in.weight.is_contiguous()
+        assert not _is_channels_last(sd.vae.encoder)
+        sd.optimize()  # None keeps the layout
+        assert not sd.channels_last
+    finally:
+        sd.optimize(channels_last=True)
+    with Baseline(sd, dino, None).layout():  # the reference procedure runs the plain layout
+        assert not _is_channels_last(sd.unet) and not _is_channels_last(sd.vae.encoder)
+    assert sd.channels_last and _is_channels_last(sd.unet)  # and gives the models back
+    ours = Ours(sd, dino)  # runs the layout its extractor had: channels-last
+    sd.set_channels_last(False)
+    with ours.layout():
+        assert _is_channels_last(sd.unet) and _is_channels_last(sd.vae.encoder)
+    assert not sd.channels_last and not _is_channels_last(sd.unet)
+    sd.set_channels_last(True)
+
+
 def test_channels_last_and_compiled_blocks_equal_plain(models, images, ext):
     sd, _ = ext
-    plain = _sd_maps(sd, images[:1])
+    sd.set_channels_last(False)
+    try:
+        plain = _sd_maps(sd, images[:1])
+    finally:
+        sd.set_channels_last(True)
     f32 = torch.float32
     fast = SDFeatureExtractor(
         cast_copy(models.unet, f32), cast_copy(models.vae, f32), models.text_encoder,
@@ -181,6 +220,34 @@ def test_bf16_picks_mostly_the_same_neighbours(models, images, reference):
     print(f"bf16 vs fp32 dense nearest-neighbour agreement: {agree:.3f}")
     assert agree > 0.5
     assert max_rel_diff(dict(enumerate(half)), reference)["max"] < 0.1
+
+
+def test_half_precision_without_native_kernels_is_refused(monkeypatch):
+    from sdcorr import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "native_dtype", lambda dt, dev: dt == torch.float32)
+    for name in ("bf16", "fp16", torch.bfloat16):
+        with pytest.raises(ConfigError, match="no native kernels"):
+            device.resolve_dtype(name, cpu)
+    assert device.resolve_dtype(None, cpu) == device.resolve_dtype("fp32", cpu) == torch.float32
+    monkeypatch.setattr(device, "native_dtype", lambda dt, dev: True)
+    assert device.resolve_dtype("bf16", cpu) == torch.bfloat16
+
+
+def test_native_check_tells_which_path_a_bf16_convolution_takes():
+    """Where the check says "not native", a bf16 convolution runs PyTorch's generic im2col
+    path (the cause of the slow bf16 runs); where it says "native", oneDNN's kernel."""
+    conv = torch.nn.Conv2d(8, 8, 3).to(torch.bfloat16)
+    x = torch.randn(1, 8, 12, 12, dtype=torch.bfloat16)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        conv(x)
+    ops = {e.name for e in prof.events()}
+    if native_dtype(torch.bfloat16, torch.device("cpu")):
+        assert "aten::mkldnn_convolution" in ops and "aten::_slow_conv2d_forward" not in ops
+    else:
+        assert "aten::_slow_conv2d_forward" in ops and "aten::mkldnn_convolution" not in ops
+    assert native_dtype(torch.float32, torch.device("cpu"))
 
 
 def test_lean_flop_counter_matches_flop_counter_mode(models):

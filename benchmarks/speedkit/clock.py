@@ -6,6 +6,11 @@ explicitly (``with clock.stage("fusion"): ...``) or by forward hooks on the top-
 U-Net alternate per chunk of tiles) adds up correctly. FLOPs come from one
 counter with ``torch.utils.flop_counter``'s formulas kept open for the whole run: a stage's FLOPs are
 the counter's growth while it is active. Time not inside any stage is reported as ``other``.
+
+With a ``probe`` (:class:`speedkit.gemm.GemmProbe`) the clock also measures the machine's matrix
+product rate at the start, after every top-level stage of at least ``probe_min_flops`` and at
+the end, outside the timed and counted work; each stage's ``gemm_fraction`` is its FLOP/s over
+the mean of the probes just before and just after it (time-weighted over its occurrences).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +26,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count, shape_wrapper
+
+from .gemm import GemmLog
 
 
 def _sdpa_cpu_flops(query, key, value, *args: Any, **kwargs: Any) -> int:
@@ -48,11 +55,14 @@ class LeanFlopCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.total = 0
+        self.paused = False  # (a GEMM probe runs under the mode without being counted)
         extra = {k: shape_wrapper(v) for k, v in _custom_flops().items()}
         self.registry = {**flop_registry, **extra}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.paused:
+            return func(*args, **kwargs)
         if func is not torch.ops.prim.device.default:
             # as FlopCounterMode: composite ops (e.g. aten.linear under inference mode) are
             # decomposed so the counted kernels (addmm, ...) are seen
@@ -93,9 +103,17 @@ class StageClock:
     Args:
         device: the compute device (CUDA is synchronised at every stage boundary).
         count_flops: keep a ``FlopCounterMode`` open while the clock runs.
+        probe: a :class:`~speedkit.gemm.GemmProbe` (``None``: no GEMM rate, no fractions).
+        probe_min_flops: probe after a top-level stage only if it ran at least these FLOPs.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", count_flops: bool = True) -> None:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        count_flops: bool = True,
+        probe: Callable[[], float] | None = None,
+        probe_min_flops: float = 1e9,
+    ) -> None:
         self.device = torch.device(device)
         self.count_flops = count_flops
         self.seconds: dict[str, float] = defaultdict(float)
@@ -108,6 +126,9 @@ class StageClock:
         self._handles: list[Any] = []
         self._counter: LeanFlopCounter | None = None
         self._sampler: _RssSampler | None = None
+        self.gemm = GemmLog(probe) if probe is not None else None
+        self.probe_min_flops = probe_min_flops
+        self._top_f0 = 0
         self.wall = 0.0
 
     # ------------------------------------------------------------------ plumbing
@@ -131,6 +152,8 @@ class StageClock:
         if self._stack:
             parent, start, f0 = self._stack[-1]
             self._book(parent, now - start, self._total_flops() - f0)
+        if not self._stack:
+            self._top_f0 = self._total_flops()
         self._stack.append((name, now, self._total_flops()))
         self.current = name
         self.calls[name] += 1
@@ -150,10 +173,28 @@ class StageClock:
             parent, _, _ = self._stack.pop()
             self._stack.append((parent, now, self._total_flops()))
         self.current = self._stack[-1][0] if self._stack else "other"
+        if not self._stack and self._total_flops() - self._top_f0 >= self.probe_min_flops:
+            self._probe(name)
 
     def _book(self, name: str, dt: float, flops: int) -> None:
         self.seconds[name] += dt
         self.flops[name] += flops
+        if self.gemm is not None:
+            self.gemm.note(name, dt)
+
+    def _probe(self, label: str) -> None:
+        """Measure the GEMM rate now, neither timed nor counted as part of the run."""
+        if self.gemm is None:
+            return
+        self._sync()
+        at = time.perf_counter() - self._t0 - self.gemm.seconds
+        if self._counter is not None:
+            self._counter.paused = True
+        try:
+            self.gemm.take(label, at)
+        finally:
+            if self._counter is not None:
+                self._counter.paused = False
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -180,12 +221,14 @@ class StageClock:
         self._sync()
         self._t0 = time.perf_counter()
         self._f0 = self._total_flops()
+        self._probe("start")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         """Stop the clock and remove the hooks; unattributed time goes to ``other``."""
+        self._probe("end")
         self._sync()
-        self.wall = time.perf_counter() - self._t0
+        self.wall = time.perf_counter() - self._t0 - (self.gemm.seconds if self.gemm else 0.0)
         total_flops = self._total_flops() - self._f0
         for h in self._handles:
             h.remove()
@@ -213,10 +256,13 @@ class StageClock:
             }
             for n in names
         }
-        return {
+        out = {
             "wall_s": round(self.wall, 4),
             "flops": int(sum(self.flops.values())),
             "peak_host_mb": round(max(self.peak_host.values(), default=0) * mb, 1),
             "peak_cuda_mb": round(max(self.peak_cuda.values(), default=0) * mb, 1),
             "stages": stages,
         }
+        if self.gemm is not None:
+            self.gemm.add_to(out)
+        return out

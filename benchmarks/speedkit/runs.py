@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from sdcorr.types import FeatureMap
 
 from .baseline import ReferenceProcedure
 from .clock import StageClock
+from .gemm import GemmProbe, refresh_fractions
 
 CATEGORY = "cat"
 SIZES = ((500, 375), (375, 500), (500, 333), (480, 480), (333, 500), (500, 400))
@@ -90,6 +92,11 @@ class Ours:
         self.pipe = SDDino(cfg, sd, dino)
         self.match_cfg = MatchConfig(chunk=chunk)
         self.decoder = None
+        self.channels_last = sd.channels_last  # the layout this procedure runs in
+
+    def layout(self) -> AbstractContextManager[None]:
+        """The (possibly shared) SD models in this procedure's layout while it runs."""
+        return _layout(self.sd, self.channels_last)
 
     def extract_pair(self, images: Sequence[Any], category: str | None) -> list[ImageFeatures]:
         """Both images (all their tiles) in one batch; features kept on the compute device."""
@@ -114,6 +121,11 @@ class Baseline:
         self.match_cfg = MatchConfig(chunk=1 << 30)
         self.decoder = self.ref.decoder[1] if self.ref.decoder is not None else None
 
+    def layout(self) -> AbstractContextManager[None]:
+        """The reference runs the plain (NCHW) layout: the shared SD models are put back in it
+        while it runs."""
+        return _layout(self.sd, False)
+
     def extract_pair(self, images: Sequence[Any], category: str | None) -> list[ImageFeatures]:
         """Each image on its own."""
         return [self.extract_one(im, category) for im in images]
@@ -121,6 +133,16 @@ class Baseline:
     def extract_one(self, path: Path, category: str | None) -> ImageFeatures:
         """One image (features on the compute device, so fusion and matching run there)."""
         return self.ref.extract(path, category).to(self.sd.device)
+
+
+@contextmanager
+def _layout(sd: SDFeatureExtractor, channels_last: bool) -> Iterator[None]:
+    before = sd.channels_last
+    sd.set_channels_last(channels_last)
+    try:
+        yield
+    finally:
+        sd.set_channels_last(before)
 
 
 def watch_models(clock: StageClock, proc: Ours | Baseline) -> None:
@@ -163,9 +185,11 @@ def measure_pair(
     points: torch.Tensor,
     device: torch.device,
     count_flops: bool = True,
+    probe: GemmProbe | None = None,
 ) -> Run:
-    """(a) One pair: load, extract both images, fuse, match."""
-    with StageClock(device, count_flops) as clock:
+    """(a) One pair: load, extract both images, fuse, match (``probe``: GEMM rate around
+    every stage, see :class:`~speedkit.clock.StageClock`)."""
+    with proc.layout(), StageClock(device, count_flops, probe) as clock:
         watch_models(clock, proc)
         with clock.stage("load"):
             images = [load_image(p) for p in paths]
@@ -185,10 +209,11 @@ def measure_workload(
     device: torch.device,
     make_cache: Callable[..., Any],
     count_flops: bool = True,
+    probe: GemmProbe | None = None,
 ) -> Run:
     """(b) Pairs over recurring images; ``Ours`` extracts each image once through the cache."""
     run = Run({})
-    with StageClock(device, count_flops) as clock:
+    with proc.layout(), StageClock(device, count_flops, probe) as clock:
         watch_models(clock, proc)
         cache = make_cache(proc.extract_one, size=len(paths)) if proc.reuse else None
         for i, j in pairs:
@@ -222,17 +247,21 @@ def measure_gif(paths: Sequence[Path], flow: DenseFlow, device: torch.device, ou
     return clock.report()["stages"]["gif"]
 
 
-def timed_then_counted(measure: Callable[[bool], Run], separate: bool) -> Run:
-    """Run ``measure(count_flops)``; with ``separate``, time a run without the FLOP counter
-    (its per-op Python dispatch would dominate fast GPU kernels) and take the FLOPs of a
-    second, counted run of the same work."""
+def timed_then_counted(
+    measure: Callable[[bool, GemmProbe | None], Run], separate: bool, probe: GemmProbe | None
+) -> Run:
+    """Run ``measure(count_flops, probe)``; with ``separate``, time a run without the FLOP
+    counter (its per-op Python dispatch would dominate fast GPU kernels) and take the FLOPs of
+    a second, counted (unprobed) run of the same work."""
     if not separate:
-        return measure(True)
-    timed = measure(False)
-    counted = measure(True).report
+        return measure(True, probe)
+    timed = measure(False, probe)
+    counted = measure(True, None).report
     stages = timed.report["stages"]
     for name, st in counted["stages"].items():
         stages.setdefault(name, {**st, "seconds": 0.0})["flops"] = st["flops"]
     timed.report["flops"] = counted["flops"]
     timed.report["flops_from"] = "a second, counted run of the same work"
+    if probe is not None:
+        refresh_fractions(timed.report)
     return timed

@@ -1,9 +1,12 @@
-"""Optional speed switches for the extractors' models: ``channels_last`` and ``torch.compile``.
+"""Speed switches for the extractors' models: ``channels_last`` and ``torch.compile``.
 
-Both leave the numbers unchanged up to kernel rounding and are off by default. ``torch.compile``
-is applied block by block (``nn.Module.compile`` on the heavy blocks), never to a hooked module
-or one of its ancestors, so the forward hooks and the early exit of
-:func:`sdcorr.features.hooks.capture` keep running eagerly between compiled blocks.
+Both switches leave the numbers unchanged up to kernel rounding. ``channels_last`` is the CPU
+default of :class:`~sdcorr.features.sd.SDFeatureExtractor` (oneDNN's convolutions run at about
+0.95 of the machine's matrix-product rate in that layout against 0.6-0.75 in NCHW; README,
+"Speed") and opt-in elsewhere. ``torch.compile`` is opt-in and applied block by block
+(``nn.Module.compile`` on the heavy blocks), never to a hooked module or one of its ancestors,
+so the forward hooks and the early exit of :func:`sdcorr.features.hooks.capture` keep running
+eagerly between compiled blocks.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ COMPILE_BLOCKS = (
 )
 
 
-def to_channels_last(module: nn.Module) -> nn.Module:
-    """Store the 4-D (conv) weights of ``module`` in ``torch.channels_last`` (in place)."""
-    return module.to(memory_format=torch.channels_last)
+def to_channels_last(module: nn.Module, on: bool = True) -> nn.Module:
+    """Store the 4-D (conv) weights of ``module`` in ``torch.channels_last`` (``on=False``: back
+    to the plain contiguous layout), in place. A convolution with channels-last weights
+    computes in that layout whatever its input's, so the activations follow."""
+    return module.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """The default layout of the SD models' convolutions: channels-last on CPU (measured faster,
+    README "Speed"), plain elsewhere (opt-in through ``optimize``)."""
+    return device.type == "cpu"
 
 
 def compile_blocks(

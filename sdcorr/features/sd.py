@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..hub import resolve_model
 from ..image import ImageLike, prepare_image
 from ..types import FeatureMap
+from .accel import prefers_channels_last, to_channels_last
 from .hooks import capture
 
 log = logging.getLogger("sdcorr")
@@ -71,6 +72,8 @@ class SDFeatureExtractor:
         self.unet = _place(unet, self.device, dtype)
         self.vae = _place(vae, self.device, dtype)
         self.text_encoder = _place(text_encoder, self.device, dtype)
+        self.channels_last = False
+        self.set_channels_last(prefers_channels_last(self.device))
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self._prompt_cache: dict[str, torch.Tensor] = {}
@@ -139,22 +142,32 @@ class SDFeatureExtractor:
             log.warning("xFormers requested but unavailable (%s); using PyTorch SDPA", err)
             return False
 
+    def set_channels_last(self, on: bool) -> None:
+        """Store the U-Net and VAE conv weights channels-last (``on``) or plain, in place; the
+        convolutions then compute in that layout. Default: on for CPU, off elsewhere."""
+        to_channels_last(self.unet, on)
+        to_channels_last(self.vae, on)
+        self.channels_last = on
+
     def optimize(
-        self, channels_last: bool = False, compile: bool = False, backend: str | None = None
+        self,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        backend: str | None = None,
     ) -> SDFeatureExtractor:
-        """Opt-in speed switches (same features up to rounding); returns ``self``.
+        """Speed switches (same features up to rounding); returns ``self``.
 
         Args:
-            channels_last: store U-Net and VAE conv weights in ``channels_last`` (faster convs
-                on CUDA tensor cores).
+            channels_last: channels-last conv weights (:meth:`set_channels_last`; faster on
+                CPU, where it is the default, and on CUDA tensor cores); ``None`` keeps the
+                current layout.
             compile: ``torch.compile`` the U-Net and VAE blocks (hooked modules stay eager).
             backend: ``torch.compile`` backend (``None``: inductor).
         """
-        from .accel import compile_blocks, to_channels_last
+        from .accel import compile_blocks
 
-        if channels_last:
-            to_channels_last(self.unet)
-            to_channels_last(self.vae)
+        if channels_last is not None:
+            self.set_channels_last(channels_last)
         if compile:
             compile_blocks(self.unet, self.modules.values(), backend=backend)
             compile_blocks(self.vae, backend=backend)
