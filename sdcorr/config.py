@@ -50,7 +50,8 @@ class SDConfig:
         batch_size: most tiles per U-Net forward (all tiles of several images at once).
         vae_batch_size: most tiles per VAE-encoder forward within that batch (its
             full-resolution activations dominate host memory: 8 tiles of 512² in fp32 peak at
-            about 10.5 GB of RSS with the model weights, 4 tiles at about 8 GB).
+            about 10.5 GB of RSS with the model weights, 4 tiles at about 8 GB); ``None``: 1 on
+            CPU (one tile at a time is also faster there, README "Speed"), 4 elsewhere.
         early_exit: stop the U-Net right after the last hooked module.
         unet_weights: U-Net weights replacing the pipeline's (a local ``.safetensors``/``.bin``
             file or a hub ``repo:filename``, e.g. CleanDIFT's
@@ -69,7 +70,7 @@ class SDConfig:
     prompt_template: str = "a photo of a {category}"
     seed: int = 42
     batch_size: int = 8
-    vae_batch_size: int = 4
+    vae_batch_size: int | None = None
     early_exit: bool = True
     unet_weights: str | None = None
     noise: bool = True
@@ -88,7 +89,7 @@ class DinoConfig:
     layer: int = 11
     facet: str = "token"
     stride: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # images per forward; None: 1 on CPU (faster there), else 4
     # DINOv2 position grid -> feature grid: "hub" (the facebookresearch/dinov2 rule the reference
     # ran: bicubic, scale_factor (n + 0.1) / 37) or "transformers" (bicubic to size=(n, n))
     pos_interpolation: str = "hub"

@@ -36,7 +36,12 @@ from sdcorr.config import MatchConfig  # noqa: E402
 from sdcorr.device import native_dtype  # noqa: E402
 from sdcorr.errors import ConfigError  # noqa: E402
 from sdcorr.eval.cache import FeatureCache  # noqa: E402
-from sdcorr.features.accel import compile_blocks  # noqa: E402
+from sdcorr.features.accel import (  # noqa: E402
+    ChannelsLastGroupNorm,
+    compile_blocks,
+    group_norm_channels_last,
+    to_channels_last,
+)
 from sdcorr.features.dino import ViTExtractor  # noqa: E402
 from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402
 from sdcorr.match.dense import match_dense  # noqa: E402
@@ -108,6 +113,27 @@ def test_tiles_and_images_batched_equal_one_tile_at_a_time(ext, images):
         assert _rel(batched[name], single[name]) < TOL
 
 
+def test_cpu_defaults_run_one_vae_tile_and_one_dino_image_per_forward(ext, images):
+    sd, dino = ext
+    assert sd.config.vae_batch_size is None and dino.config.batch_size is None
+    calls = {"vae": 0, "dino": 0}
+
+    def count(name):
+        return lambda *_: calls.__setitem__(name, calls[name] + 1)
+
+    handles = [sd.vae.encoder.register_forward_pre_hook(count("vae")),
+               dino.model.register_forward_pre_hook(count("dino"))]  # fmt: skip
+    try:
+        sd(list(images), "cat")
+        single = dino(list(images)).features
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == {"vae": 3 * 4, "dino": 3}  # 3 images of 4 tiles
+    batched = ViTExtractor(dino.model, replace(dino.config, batch_size=4))(list(images))
+    assert _rel(batched.features, single) < TOL
+
+
 def test_early_exit_equals_full_forward(ext, images):
     sd, _ = ext
     early = _sd_maps(sd, images[:1], early_exit=True)
@@ -172,6 +198,45 @@ def test_cpu_default_layout_is_channels_last_and_switchable(ext):
         assert _is_channels_last(sd.unet) and _is_channels_last(sd.vae.encoder)
     assert not sd.channels_last and not _is_channels_last(sd.unet)
     sd.set_channels_last(True)
+
+
+def test_channels_last_group_norm_is_as_accurate_as_the_nchw_kernel():
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 48, 40) * 2 + 5  # group mean well off zero, as in the VAE
+    w, b = torch.rand(64) + 0.5, torch.randn(64)
+    ref = torch.nn.functional.group_norm(x.double(), 32, w.double(), b.double(), 1e-6)
+
+    def err(y: torch.Tensor) -> float:
+        return ((y.double() - ref).abs().max() / ref.abs().max()).item()
+
+    plain = torch.nn.functional.group_norm(x, 32, w, b, 1e-6)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    ours = group_norm_channels_last(xcl, 32, w, b, 1e-6)
+    assert ours.shape == x.shape and ours.is_contiguous(memory_format=torch.channels_last)
+    assert err(ours) < 1e-6 and err(ours) < 3 * err(plain) + 1e-7
+    no_affine = group_norm_channels_last(xcl, 8, None, None, 1e-5)
+    ref8 = torch.nn.functional.group_norm(x.double(), 8, eps=1e-5)
+    assert (no_affine.double() - ref8).abs().max() < 1e-5
+
+
+def test_channels_last_swaps_group_norms_and_back(models):
+    vae = to_channels_last(cast_copy(models.vae, torch.float32), on=False)  # (may be shared)
+    norms = [m for m in vae.modules() if isinstance(m, torch.nn.GroupNorm)]
+    seen = []
+    norms[0].register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous()))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        plain = vae.encode(x).latent_dist.mean
+        to_channels_last(vae)
+        assert all(type(m) is ChannelsLastGroupNorm for m in norms)
+        fast = vae.encode(x).latent_dist.mean
+        to_channels_last(vae, on=False)
+        assert all(type(m) is torch.nn.GroupNorm for m in norms)
+    assert seen == [True, False]  # hooks kept; the swapped norm ran channels-last
+    assert _rel(fast, plain) < TOL
+    gn = ChannelsLastGroupNorm(4, 8)
+    y = torch.randn(2, 8, 5, 5)
+    assert torch.equal(gn(y), torch.nn.functional.group_norm(y, 4, gn.weight, gn.bias, gn.eps))
 
 
 def test_channels_last_and_compiled_blocks_equal_plain(models, images, ext):

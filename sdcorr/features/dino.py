@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..hub import resolve_model
 from ..image import Geometry, ImageLike, prepare_image
 from ..types import FeatureMap
+from .accel import cpu_or
 from .hooks import capture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -172,7 +173,7 @@ class ViTExtractor:
         if not isinstance(images, (list, tuple)):
             images = [images]
         pixels, geos = self.prepare(images)
-        bs = self.config.batch_size
+        bs = max(1, self.config.batch_size or cpu_or(self.device, 1, 4))
         feats = [self.forward_pixels(pixels[i : i + bs]) for i in range(0, len(pixels), bs)]
         return FeatureMap(torch.cat(feats), tuple(geos))
 

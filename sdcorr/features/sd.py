@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..hub import resolve_model
 from ..image import ImageLike, prepare_image
 from ..types import FeatureMap
-from .accel import prefers_channels_last, to_channels_last
+from .accel import cpu_or, prefers_channels_last, to_channels_last
 from .hooks import capture
 
 log = logging.getLogger("sdcorr")
@@ -239,7 +239,7 @@ class SDFeatureExtractor:
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``(N, 3, T, T)`` in ``[0, 1]`` → VAE mean × scaling factor ``(N, 4, T/8, T/8)``."""
         x = (pixels.to(self.device, self.dtype) - 0.5) / 0.5
-        step = max(1, self.config.vae_batch_size)
+        step = max(1, self.config.vae_batch_size or cpu_or(self.device, 1, 4))
         means = [self.vae.encode(x[i : i + step]).latent_dist.mean for i in range(0, len(x), step)]
         return torch.cat(means) * self.vae.config.scaling_factor
 
