@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image import Geometry
 from .types import FeatureMap
 
 CLUSTERS = 5
@@ -117,12 +116,6 @@ def fill_holes(mask: torch.Tensor) -> torch.Tensor:
     return ~reach[1:-1, 1:-1]
 
 
-def grid_to_pixels(grid_mask: torch.Tensor, geo: Geometry) -> np.ndarray:
-    """Lift an ``(h, w)`` bool grid mask to ``(H, W)`` bool original pixels (nearest cell)."""
-    cells = geo.to_cell(geo.pixel_centres())
-    return grid_mask[cells[:, 1], cells[:, 0]].view(geo.height, geo.width).numpy().copy()
-
-
 def foreground_mask(fm: FeatureMap) -> np.ndarray:
     """``(H, W)`` bool foreground mask of one image from its ``(1, C, h, w)`` features."""
-    return grid_to_pixels(foreground_grid(fm), fm.geometry[0])
+    return fm.geometry[0].grid_to_pixels(foreground_grid(fm)).numpy()

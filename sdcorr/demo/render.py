@@ -23,18 +23,6 @@ from ..types import FeatureMap
 MARKER_RGB = (255, 0, 255)
 
 
-def pixel_cells(geo: Geometry) -> torch.Tensor:
-    """``(H, W, 2)`` int64 ``(col, row)`` of the grid cell containing each pixel of the image."""
-    return geo.to_cell(geo.pixel_centres()).view(geo.height, geo.width, 2)
-
-
-def grid_to_pixels(values: torch.Tensor | np.ndarray, geo: Geometry) -> np.ndarray:
-    """Lift per-cell values ``(h, w, ...)`` to the original image: ``(H, W, ...)`` (nearest cell)."""
-    v = torch.as_tensor(np.asarray(values))
-    cells = pixel_cells(geo)
-    return v[cells[..., 1], cells[..., 0]].numpy()
-
-
 def side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A | B on a black canvas ``(max(Ha, Hb), Wa + Wb, 3)`` uint8, both at their own size."""
     h = max(a.shape[0], b.shape[0])
@@ -61,7 +49,7 @@ def pca_images(fa: FeatureMap, fb: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
 
     ga, gb = fa.geometry[0], fb.geometry[0]
     rgb_a, rgb_b = pca_rgb([fa, fb], mask=[ga.content_mask(), gb.content_mask()])
-    return grid_to_pixels(rgb_a, ga), grid_to_pixels(rgb_b, gb)
+    return ga.grid_to_pixels(rgb_a).numpy(), gb.grid_to_pixels(rgb_b).numpy()
 
 
 def pca_panel(fa: FeatureMap, fb: FeatureMap) -> np.ndarray:
@@ -90,7 +78,7 @@ def heatmap(image_b: np.ndarray, sim: torch.Tensor, geo_b: Geometry, alpha: floa
     content = geo_b.content_mask()
     lo, hi = sim[content].min(), sim[content].max()
     scaled = ((sim - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
-    colours = matplotlib.colormaps["turbo"](grid_to_pixels(scaled, geo_b))[..., :3] * 255
+    colours = matplotlib.colormaps["turbo"](geo_b.grid_to_pixels(scaled).numpy())[..., :3] * 255
     out = (1 - alpha) * image_b.astype(np.float64) + alpha * colours
     return out.round().clip(0, 255).astype(np.uint8)
 
@@ -136,7 +124,7 @@ def flow_arrays(flow: DenseFlow) -> dict[str, np.ndarray]:
     return {
         "flow": flow.to_pixels("nearest").numpy().astype(np.float32),
         "valid": flow.valid_pixels().numpy().astype(bool),
-        "score": grid_to_pixels(flow.scores.float(), flow.geometry_b).astype(np.float32),
+        "score": flow.geometry_b.grid_to_pixels(flow.scores.float()).numpy().astype(np.float32),
     }
 
 

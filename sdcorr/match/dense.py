@@ -51,12 +51,11 @@ class DenseFlow:
                 positions are interpolated between cell centres).
         """
         gb = self.geometry_b
-        pix = gb.pixel_centres()
         field = self.points_a()  # (h, w, 2)
         if mode == "nearest":
-            cells = gb.to_cell(pix)
-            out = field[cells[:, 1], cells[:, 0]]
+            out = gb.grid_to_pixels(field)
         elif mode == "bilinear":
+            pix = gb.pixel_centres()
             frac = (gb.to_frame(pix) - (gb.cell - 1) / 2) / gb.stride  # continuous cell index
             h, w = field.shape[:2]
             norm = torch.stack([frac[:, 0] / max(w - 1, 1), frac[:, 1] / max(h - 1, 1)], 1) * 2 - 1
@@ -72,9 +71,7 @@ class DenseFlow:
 
     def valid_pixels(self) -> torch.Tensor:
         """``(Hb, Wb)`` bool: pixels of B whose cell was matched."""
-        gb = self.geometry_b
-        cells = gb.to_cell(gb.pixel_centres())
-        return self.valid[cells[:, 1], cells[:, 0]].view(gb.height, gb.width)
+        return self.geometry_b.grid_to_pixels(self.valid)
 
 
 def resample(fm: FeatureMap, n: int) -> FeatureMap:
