@@ -15,8 +15,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..image import Geometry
-from ..io import atomic_path
-from ..match.dense import DenseFlow
 from ..types import FeatureMap
 
 #: Colour of the match marker (pure magenta: rare in photos, easy to find in a screenshot).
@@ -112,31 +110,6 @@ def marker_centre(image: np.ndarray, tol: int = 8) -> tuple[int, int] | None:
     if cols[x] < image.shape[0] / 2 or rows[y] < image.shape[1] / 2:
         return None
     return x, y
-
-
-def flow_arrays(flow: DenseFlow) -> dict[str, np.ndarray]:
-    """The dense B → A correspondence at B's pixels.
-
-    Returns:
-        ``flow (Hb, Wb, 2)`` float32 ``(x, y)`` in A's pixels, ``valid (Hb, Wb)`` bool and
-        ``score (Hb, Wb)`` float32 (cosine similarity of each pixel's cell match).
-    """
-    return {
-        "flow": flow.to_pixels("nearest").numpy().astype(np.float32),
-        "valid": flow.valid_pixels().numpy().astype(bool),
-        "score": flow.geometry_b.grid_to_pixels(flow.scores.float()).numpy().astype(np.float32),
-    }
-
-
-def save_flow(path: str | Path, flow: DenseFlow) -> Path:
-    """Write :func:`flow_arrays` plus ``size_a``/``size_b`` ``(W, H)`` as an ``.npz`` (atomic)."""
-    arrays = flow_arrays(flow)
-    ga, gb = flow.geometry_a, flow.geometry_b
-    arrays["size_a"] = np.array([ga.width, ga.height], dtype=np.int64)
-    arrays["size_b"] = np.array([gb.width, gb.height], dtype=np.int64)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    return Path(path)
 
 
 def save_pca(path: str | Path, fa: FeatureMap, fb: FeatureMap) -> Path:
