@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .match.sparse import unit_rows
 from .types import FeatureMap
 
 CLUSTERS = 5
@@ -76,7 +76,7 @@ def foreground_grid(
         ratio: a cluster whose border share is below ``ratio`` x its area share is foreground.
     """
     content = fm.geometry[0].content_mask()
-    x = F.normalize(fm.features[0].detach().float().cpu().flatten(1).t(), dim=1)
+    x = unit_rows(fm.features[0].detach().cpu())
     x = x[content.flatten()]
     border = content_border(content)[content]
     labels = kmeans(x, clusters)

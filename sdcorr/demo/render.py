@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..image import Geometry
@@ -53,16 +52,6 @@ def pca_images(fa: FeatureMap, fb: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
 def pca_panel(fa: FeatureMap, fb: FeatureMap) -> np.ndarray:
     """Both images side by side in joint PCA colours: ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
     return side_by_side(*pca_images(fa, fb))
-
-
-def similarity(fa: FeatureMap, fb: FeatureMap, point: tuple[float, float]) -> torch.Tensor:
-    """``(h', w')`` cosine similarity between A's cell at ``point`` ``(x, y)`` and every B cell."""
-    ga = fa.geometry[0]
-    pt = ga.check_inside([list(point)], "point of A")
-    col, row = ga.to_cell(pt)[0].tolist()
-    query = F.normalize(fa.features[0, :, row, col].float(), dim=0)
-    bank = F.normalize(fb.features[0].float(), dim=0)
-    return torch.einsum("c,chw->hw", query, bank).cpu()
 
 
 def heatmap(image_b: np.ndarray, sim: torch.Tensor, geo_b: Geometry, alpha: float = 0.6):

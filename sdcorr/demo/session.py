@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError, SdcorrError
 from ..eval.cache import FeatureCache
 from ..image import load_image
+from ..match.sparse import point_similarity
 from ..pipeline import SDDino
 from ..types import FeatureMap
 from . import render
@@ -167,7 +168,7 @@ class DemoSession:
         result = self.match(path_a, path_b, x, y, preset, category)
         fa, fb = self.fused(path_a, path_b, preset or self.preset, self._cat(category))
         a, b = _rgb(path_a), _rgb(path_b)
-        sim = render.similarity(fa, fb, (x, y))
+        sim = point_similarity(fa, fb, (x, y))
         heat = render.heatmap(b, sim, fb.geometry[0])
         bxy = (result["x"], result["y"])
         return (

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import DatasetError
+from ..match.sparse import nearest, unit_rows
 from .common import image_size
 from .spair import SPairPair
 
@@ -137,10 +138,8 @@ def _cell_flow(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
     ``fa`` is the target's ``(D, n, n)`` descriptor map, ``fb`` the source's; every cell of
     the source is a candidate (as the reference's ``torch.cdist`` over all 60x60 cells).
     """
-    d, n, _ = fa.shape
-    a = torch.nn.functional.normalize(fa.reshape(d, -1).T.float(), dim=1)
-    b = torch.nn.functional.normalize(fb.reshape(d, -1).T.float(), dim=1)
-    idx = torch.cat([(chunk @ b.T).argmax(dim=1) for chunk in a.split(4096)])
+    n = fa.shape[-1]
+    idx, _ = nearest(unit_rows(fa), unit_rows(fb))
     gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     return torch.stack([(idx % n).reshape(n, n) - gx, (idx // n).reshape(n, n) - gy]).float()
 

@@ -13,6 +13,7 @@ from sdcorr.cli import build_parser, main
 from sdcorr.commands.common import load_pipeline
 from sdcorr.demo import render
 from sdcorr.demo.session import DemoSession
+from sdcorr.match.sparse import point_similarity
 
 DOG = (
     Path(__file__).resolve().parents[1] / "data" / "spair-mini" / "SPair-71k" / "JPEGImages" / "dog"
@@ -71,7 +72,7 @@ def test_click_marks_the_match_and_heat_map_peaks_there(session):
         cx, cy = render.marker_centre(img)
         assert abs(cx - xy[0]) <= 1 and abs(cy - xy[1]) <= 1
     fa, fb = session.fused(A, B)
-    sim = render.similarity(fa, fb, (120, 200))
+    sim = point_similarity(fa, fb, (120, 200))
     # the matched cell is the most similar cell of B's content (the heat map's maximum)
     col, row = fb.geometry[0].to_cell(np.array([[result["x"], result["y"]]]))[0].tolist()
     content = fb.geometry[0].content_mask()
