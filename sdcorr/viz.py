@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .fusion import joint_pca
 from .io import atomic_path
 from .types import FeatureMap, Matches
 
@@ -449,29 +450,16 @@ def _mask_list(mask: object, maps: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def _principal_axes(xc: torch.Tensor, k: int) -> torch.Tensor:
-    """``(C, min(k, C))`` top right singular vectors of centred ``xc (N, C)``, largest first.
-
-    Exact and deterministic: ``eigh`` of the smaller Gram matrix (``C x C`` or ``N x N``), several
-    times faster on CPU than an SVD of the tall data matrix for the same vectors.
-    """
-    k = min(k, xc.shape[1])
-    if xc.shape[0] >= xc.shape[1]:
-        return torch.linalg.eigh(xc.T @ xc)[1][:, -k:].flip(1)
-    u = torch.linalg.eigh(xc @ xc.T)[1][:, -k:].flip(1)
-    v = xc.T @ u
-    return v / v.norm(dim=0).clamp_min(1e-12)
-
-
 def pca_rgb(
     features: FeatureMap | torch.Tensor | Sequence[FeatureMap | torch.Tensor],
     mask: ArrayLike | Sequence[ArrayLike | None] | None = None,
 ) -> list[np.ndarray]:
     """Colour feature maps by a joint PCA to three components (same part, same colour).
 
-    One PCA is fitted over the (masked) cells of all given maps together: the data are centred,
-    the top three right singular vectors are taken (``eigh`` of the Gram matrix), and each
-    direction's sign is fixed so that its largest-magnitude entry is positive (deterministic).
+    One PCA is fitted over the (masked) cells of all given maps together, by the fusion's own
+    :func:`sdcorr.fusion.joint_pca`: the data are centred, the top three principal axes are taken
+    (``eigh``, float64), and each axis's sign is fixed so that its largest-magnitude entry is
+    positive (deterministic).
     Each component is min-max scaled to ``[0, 255]`` over all fitted cells, so colours are
     comparable across images.
 
@@ -488,14 +476,11 @@ def pca_rgb(
     masks = _mask_list(mask, maps)
     rows = [f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in maps]
     keep = [m.reshape(-1) for m in masks]
-    x = torch.cat([r[k] for r, k in zip(rows, keep, strict=True)]).double()
-    if x.shape[0] == 0:
+    if not any(k.any() for k in keep):
         raise ValueError("pca_rgb: the mask selects no cells")
-    xc = x - x.mean(0)
-    v = _principal_axes(xc, 3)
-    v = v * torch.sign(v.gather(0, v.abs().argmax(0, keepdim=True)))
-    proj = torch.zeros(x.shape[0], 3, dtype=x.dtype)
-    proj[:, : v.shape[1]] = xc @ v
+    projs, _ = joint_pca([r[k] for r, k in zip(rows, keep, strict=True)], 3)
+    proj = torch.zeros(sum(len(p) for p in projs), 3, dtype=torch.float64)
+    proj[:, : projs[0].shape[1]] = torch.cat(projs)
     lo, span = proj.min(0).values, proj.max(0).values - proj.min(0).values
     scaled = ((proj - lo) / torch.where(span > 0, span, 1.0) * 255).round().to(torch.uint8)
     out, start = [], 0
