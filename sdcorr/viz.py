@@ -33,6 +33,7 @@ __all__ = [
     "plot_matches",
     "save_gif",
     "save_png",
+    "side_by_side",
     "swap_frames",
     "swap_frames_from_flow",
     "swap_image",
@@ -161,10 +162,20 @@ def _downscale(
     return _resize(a, size_a), _resize(b, size_b), flow, mask
 
 
-def _canvas(a: np.ndarray, b: np.ndarray, gap: int) -> np.ndarray:
-    """White ``(max(Ha, Hb), Wa + gap + Wb, 3)`` canvas with A at the left and B at the right."""
+def side_by_side(a: np.ndarray, b: np.ndarray, gap: int = 0, fill: int = WHITE) -> np.ndarray:
+    """A at the left, B at the right, both at their own size and top-aligned.
+
+    Args:
+        a: ``(Ha, Wa, 3)`` uint8.
+        b: ``(Hb, Wb, 3)`` uint8.
+        gap: columns between them.
+        fill: grey level of the gap and of the space below the shorter image.
+
+    Returns:
+        ``(max(Ha, Hb), Wa + gap + Wb, 3)`` uint8; B starts at column ``Wa + gap``.
+    """
     (ha, wa), (hb, wb) = a.shape[:2], b.shape[:2]
-    canvas = np.full((max(ha, hb), wa + gap + wb, 3), WHITE, dtype=np.uint8)
+    canvas = np.full((max(ha, hb), wa + gap + wb, 3), fill, dtype=np.uint8)
     canvas[:ha, :wa] = a
     canvas[:hb, wa + gap :] = b
     return canvas
@@ -248,7 +259,7 @@ def swap_frames(
     gap = wa // 10 if gap is None else gap
     if gap < 0:
         raise ValueError(f"gap must be >= 0, got {gap}")
-    background = _canvas(a, b, gap)
+    background = side_by_side(a, b, gap, WHITE)
     yb, xb, ya, xa = _moving_pixels(flow, mask, a.shape[:2])
     colours = a[ya, xa]
     src = np.stack([xa, ya], axis=1).astype(np.float64)
@@ -494,15 +505,17 @@ def pca_rgb(
 
 
 # --------------------------------------------------------------------------- match plot
-def _side_by_side(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A | B at the common height ``max(Ha, Hb)``; also the ``(sx, sy)`` scale of each image."""
+def _same_height(
+    a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A and B resized to the common height ``max(Ha, Hb)``, and the ``(sx, sy)`` of each."""
     h = max(a.shape[0], b.shape[0])
     scaled, scales = [], []
     for img in (a, b):
         w = max(1, round(img.shape[1] * h / img.shape[0]))
         scaled.append(img if img.shape[:2] == (h, w) else _resize(img, (w, h)))
         scales.append(np.array([w / img.shape[1], h / img.shape[0]]))
-    return np.concatenate(scaled, axis=1), scales[0], scales[1]
+    return scaled[0], scaled[1], scales[0], scales[1]
 
 
 def plot_matches(
@@ -548,10 +561,11 @@ def plot_matches(
         )
     sel = np.argsort(-scores, kind="stable")[: max(0, max_lines)]
     pa, pb = pa[sel].astype(np.float64), pb[sel].astype(np.float64)
-    canvas, sa, sb = _side_by_side(a, b)
+    scaled_a, scaled_b, sa, sb = _same_height(a, b)
+    canvas = side_by_side(scaled_a, scaled_b)
     h, w = canvas.shape[:2]
     xa = (pa + 0.5) * sa - 0.5
-    xb = (pb + 0.5) * sb - 0.5 + [round(a.shape[1] * sa[0]), 0]
+    xb = (pb + 0.5) * sb - 0.5 + [scaled_a.shape[1], 0]
     colours = matplotlib.colormaps[cmap](
         ((pa[:, 0] + 0.5) / a.shape[1] + (pa[:, 1] + 0.5) / a.shape[0]) / 2
     )

@@ -323,3 +323,16 @@ def test_swap_gif_memory_does_not_grow_with_input_megapixels() -> None:
     small, large = peak(1632, 1224), peak(4000, 3000)  # 2.0 MP and 12 MP
     assert large < 1.3 * small + 2**20, (small, large)
     assert large < 16 * 2**20  # the old route's float64 flow alone was 12e6 * 16 B = 192 MB
+
+
+# ---------------------------------------------------------------------------- canvas, markers
+def test_side_by_side_places_both_images_top_aligned_with_gap_and_fill() -> None:
+    a, b = noise(3, 2, 0), noise(5, 4, 1)
+    out = viz.side_by_side(a, b, gap=2, fill=7)
+    assert out.shape == (5, 2 + 2 + 4, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:3, :2], a)
+    np.testing.assert_array_equal(out[:, 4:], b)
+    assert (out[:, 2:4] == 7).all() and (out[3:, :2] == 7).all()
+    swapped = viz.side_by_side(b, a)  # no gap; white by default
+    assert swapped.shape == (5, 6, 3) and (swapped[3:, 4:] == 255).all()
+    np.testing.assert_array_equal(swapped[:3, 4:], a)

@@ -20,15 +20,6 @@ from ..types import FeatureMap
 MARKER_RGB = (255, 0, 255)
 
 
-def side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A | B on a black canvas ``(max(Ha, Hb), Wa + Wb, 3)`` uint8, both at their own size."""
-    h = max(a.shape[0], b.shape[0])
-    out = np.zeros((h, a.shape[1] + b.shape[1], 3), dtype=np.uint8)
-    out[: a.shape[0], : a.shape[1]] = a
-    out[: b.shape[0], a.shape[1] :] = b
-    return out
-
-
 def pca_images(fa: FeatureMap, fb: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
     """Joint PCA colours of a fused pair, at each image's original size.
 
@@ -51,7 +42,9 @@ def pca_images(fa: FeatureMap, fb: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
 
 def pca_panel(fa: FeatureMap, fb: FeatureMap) -> np.ndarray:
     """Both images side by side in joint PCA colours: ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
-    return side_by_side(*pca_images(fa, fb))
+    from ..viz import side_by_side
+
+    return side_by_side(*pca_images(fa, fb), fill=0)
 
 
 def heatmap(image_b: np.ndarray, sim: torch.Tensor, geo_b: Geometry, alpha: float = 0.6):
