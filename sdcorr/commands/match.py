@@ -281,15 +281,15 @@ def _write(args: argparse.Namespace, st: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_flow_pca(args: argparse.Namespace, st: dict[str, Any]) -> None:
-    from ..demo import render
     from ..match.dense import save_flow
+    from ..viz import save_pca
 
     out: Outputs = st["outputs"]
     if args.flow:
         save_flow(out.stage(args.flow), st["flow"])
         st["written"].append(("flow", args.flow))
     if args.pca:
-        render.save_pca(out.stage(args.pca), st["fa"], st["fb"])
+        save_pca(out.stage(args.pca), st["fa"], st["fb"])
         st["written"].append(("pca", args.pca))
 
 

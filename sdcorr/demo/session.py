@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import viz
 from ..errors import ConfigError, SdcorrError
 from ..eval.cache import FeatureCache
 from ..image import load_image
 from ..match.sparse import point_similarity
 from ..pipeline import SDDino
 from ..types import FeatureMap
-from . import render
 
 log = logging.getLogger("sdcorr")
 
@@ -169,12 +169,12 @@ class DemoSession:
         fa, fb = self.fused(path_a, path_b, preset or self.preset, self._cat(category))
         a, b = _rgb(path_a), _rgb(path_b)
         sim = point_similarity(fa, fb, (x, y))
-        heat = render.heatmap(b, sim, fb.geometry[0])
+        heat = viz.heatmap(b, sim, fb.geometry[0])
         bxy = (result["x"], result["y"])
         return (
-            render.draw_marker(a, (x, y)),
-            render.draw_marker(b, bxy),
-            render.draw_marker(heat, bxy),
+            viz.draw_marker(a, (x, y)),
+            viz.draw_marker(b, bxy),
+            viz.draw_marker(heat, bxy),
             {"a": [float(x), float(y)], **result},
         )
 
@@ -183,7 +183,7 @@ class DemoSession:
         category: str | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Both images side by side in joint PCA colours, ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
-        return render.pca_panel(*self.fused(path_a, path_b, preset, self._cat(category)))
+        return viz.pca_panel(*self.fused(path_a, path_b, preset, self._cat(category)))
 
     def swap_gif(
         self,
@@ -196,7 +196,6 @@ class DemoSession:
         max_side: int = 256,
     ) -> Path:
         """Write the swap animation (A's pixels moving to their matches in B) as a GIF."""
-        from .. import viz
         from ..match.dense import match_dense
 
         preset = preset or self.preset
