@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdcorr.cli import main
-from sdcorr.errors import ConfigError
+from sdcorr.errors import ModelLoadError
 from sdcorr.pretrain.checkpoint import export_backbone
 from sdcorr.pretrain.config import get_preset
 from sdcorr.pretrain.data import PretrainBatches
@@ -113,8 +113,8 @@ def test_init_cli_runs_and_rejects_bad_models(tmp_path: Path, image_dir: Path, c
     assert main([*base, "--out", str(tmp_path / "y"), "--init", str(tmp_path / "sd")]) == 2
     assert main([*base, "--out", str(out), "--init", str(folder), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "not found" in err and "not a DINOv2 backbone" in err and "pass only one" in err
-    with pytest.raises(ConfigError):
+    assert "not found" in err and "model_type 'clip'" in err and "pass only one" in err
+    with pytest.raises(ModelLoadError, match="not a DINOv2"):
         apply_init(get_preset("tiny"), str(tmp_path / "sd"))
 
 
