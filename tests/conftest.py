@@ -65,3 +65,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_cuda)
         if "weights" in item.keywords and os.environ.get("SDCORR_WEIGHTS") != "1":
             item.add_marker(skip_weights)
+
+
+# Tests that a CI run must not skip: under CI=true their skip is a failure that says why.
+MUST_RUN_IN_CI = ("realweights", "browser")
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (``CI=true``, as CI services and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI=true, a skipped ``realweights`` or ``browser`` test fails, naming the test and
+    the reason it could not run (the weights folder, Chromium or Playwright that is missing)."""
+    outcome = yield
+    report = outcome.get_result()
+    marks = [m for m in MUST_RUN_IN_CI if m in item.keywords]
+    if report.skipped and marks and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: {item.nodeid} ({marks[0]}) could not run: {reason}"

@@ -138,11 +138,13 @@ def _drive_page(url: str, shot: Path) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.browser
 @pytest.mark.slow
 def test_click_in_browser_marks_the_endpoints_match(chromium, tiny_server, tmp_path) -> None:
     _drive_page(tiny_server, tmp_path / "demo.png")
 
 
+@pytest.mark.browser
 @pytest.mark.realweights
 @pytest.mark.slow
 def test_click_in_browser_dinov2_small(dinov2_small, tmp_path) -> None:
