@@ -171,8 +171,9 @@ def test_dense_flow_with_flip_points_into_the_unmirrored_source(tiny_pipe) -> No
 
 # ---------------------------------------------------------------------------- real weights
 @pytest.fixture(scope="module")
-def real_pipe(dinov2_small) -> SDDino:
-    return SDDino.from_pretrained("dino", dino_model=str(dinov2_small), device="cpu")
+def real_pipe(real_dino_pipe) -> SDDino:
+    """The ``dino`` preset on real DINOv2-S (the session's shared extractor)."""
+    return real_dino_pipe()
 
 
 @pytest.mark.realweights
