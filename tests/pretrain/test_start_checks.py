@@ -128,3 +128,22 @@ def test_failure_before_the_first_checkpoint_removes_what_the_start_wrote(
     assert not out.exists()
     monkeypatch.setattr(PretrainBatches, "__getitem__", getitem)
     assert main(_pretrain(image_dir, out, "--steps", "1")) == 0
+
+
+def test_init_with_a_refused_pickle_is_one_line(
+    image_dir: Path, tiny_models, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder, marker = tmp_path / "init", tmp_path / "pwned"
+    shutil.copytree(tiny_models["dino"], folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "x": _CreatesAFile(marker)}, folder / "pytorch_model.bin")
+    out = tmp_path / "run"
+    assert main(_pretrain(image_dir, out, "--steps", "1", "--init", str(folder))) == 2
+    err = _one_error_line(capsys)
+    assert f"model folder {folder}" in err and "refused its pytorch_model.bin" in err
+    assert not marker.exists() and not out.exists()
