@@ -50,53 +50,22 @@ def dinov2_small() -> Path:
     return DINOV2_SMALL
 
 
-class SharedExtractor:
-    """A DINO extractor whose features are computed once per image (keyed by its pixels) and
-    then served from memory: the real-weights tests of several modules match, mask and flip
-    the same spair-mini images at the 840 frame, and each is extracted once per session.
-
-    One image per call of the wrapped extractor, so a feature never depends on which other
-    images shared its batch. ``extracted`` counts the images actually run through the model.
-    """
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.frame = inner.config.frame
-        self.extracted = 0
-        self._memo: dict[tuple, object] = {}
-
-    def __call__(self, images):
-        import hashlib
-
-        from sdcorr.image import load_image
-        from sdcorr.types import FeatureMap
-
-        maps = []
-        for image in map(load_image, images):
-            key = (image.size, image.mode, hashlib.sha1(image.tobytes()).hexdigest())
-            if key not in self._memo:
-                self._memo[key] = self.inner([image])
-                self.extracted += 1
-            maps.append(self._memo[key])
-        feats = torch.cat([m.features for m in maps])
-        return FeatureMap(feats, tuple(m.geometry[0] for m in maps))
-
-
 @pytest.fixture(scope="session")
-def real_dino(dinov2_small: Path) -> SharedExtractor:
+def real_dino(dinov2_small: Path):
     """The ``dino`` preset's extractor (block 11, 840 frame) on the real DINOv2-S weights,
-    shared by every test of the session (:class:`SharedExtractor`)."""
+    shared by every test of the session (:class:`sdcorr.testing.SharedExtractor`)."""
     from dataclasses import replace
 
     from sdcorr.config import get_preset
     from sdcorr.features.dino import ViTExtractor
+    from sdcorr.testing import SharedExtractor
 
     cfg = replace(get_preset("dino").dino, model=str(dinov2_small))
     return SharedExtractor(ViTExtractor.from_config(cfg, device="cpu"))
 
 
 @pytest.fixture(scope="session")
-def real_dino_pipe(real_dino: SharedExtractor, dinov2_small: Path):
+def real_dino_pipe(real_dino, dinov2_small: Path):
     """``make(config=None)``: an ``SDDino`` of ``config`` (default: the ``dino`` preset) on
     the shared real DINOv2-S extractor, as ``SDDino.from_pretrained`` would build it."""
     from dataclasses import replace
