@@ -60,7 +60,7 @@ def test_pf_pascal_rows() -> None:
 )
 def test_pf_pascal_errors_name_the_row(tmp_path, edit, message) -> None:
     root = _copy(PF_PASCAL, tmp_path)
-    csv = root / "test_pairs_pf_pascal.csv"
+    csv = root / "PF-dataset-PASCAL" / "test_pairs_pf_pascal.csv"
     csv.write_text(edit(csv.read_text()))
     with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_pairs("pf-pascal", root)
@@ -76,7 +76,7 @@ def test_pf_pascal_missing_list(tmp_path) -> None:
 def test_pf_willow_rows_and_threshold_box() -> None:
     pairs = load_pairs("pf-willow", PF_WILLOW)
     assert [p.name for p in pairs] == [str(i) for i in range(6)]
-    assert pairs[0].category == "aeroplane(G)" and pairs[0].prompt_name == "aeroplane"
+    assert pairs[0].category == "car(G)" and pairs[0].prompt_name == "car"
     assert pairs[5].prompt_name == "wine bottle" and pairs[0].num_kps == 10
     t = pairs[0].trg_kps
     assert pairs[0].trg_bbox == (t[:, 0].min(), t[:, 1].min(), t[:, 0].max(), t[:, 1].max())
@@ -87,11 +87,11 @@ def test_pf_willow_rows_and_threshold_box() -> None:
 
 def test_pf_willow_short_row(tmp_path) -> None:
     root = _copy(PF_WILLOW, tmp_path)
-    csv = root / "test_pairs.csv"
+    csv = root / "test_pairs_pf.csv"
     lines = csv.read_text().splitlines()
     lines[3] = lines[3].rsplit(",", 1)[0]
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"test_pairs.csv:4: malformed row \(41 columns"):
+    with pytest.raises(DatasetError, match=r"test_pairs_pf.csv:4: malformed row \(41 columns"):
         load_pairs("pf-willow", root)
 
 
