@@ -84,14 +84,50 @@ def flipped_queries(kps_ids: tuple[str, ...], partners: Mapping[str, str]) -> li
     return [row.get(partners[k]) if k in partners else i for i, k in enumerate(kps_ids)]
 
 
+def on_image(points: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """``(K, 2)`` float64 points moved onto the image (annotations may sit on x == W)."""
+    w, h = size
+    pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    return torch.stack([pts[:, 0].clamp(0, w - 1), pts[:, 1].clamp(0, h - 1)], dim=1)
+
+
+def predict_flipped(
+    pipe: Any, ra: Any, rb: Any, rm: Any, src: torch.Tensor, kps_ids: tuple[str, ...],
+    partners: Mapping[str, str], width: int,
+) -> np.ndarray:  # fmt: skip
+    """GeoAware-SC's prediction once the source's mirror is chosen.
+
+    Args:
+        pipe: an ``SDDino`` (``match_raw``).
+        ra: raw features of the source; rb: of the target; rm: of the source's mirror.
+        src: ``(K, 2)`` source keypoints ``(x, y)`` on the image.
+        kps_ids: the keypoints' ids.
+        partners: ``{id: partner id}`` of the category.
+        width: the source's width.
+
+    Returns:
+        ``(K, 2)`` ``(x, y)`` in the target: keypoint ``k`` matched from the mirror at its
+        partner's mirrored position (see :func:`flipped_queries`), or from the source itself
+        when the partner is not visible.
+    """
+    rows = flipped_queries(kps_ids, partners)
+    out = torch.zeros(len(rows), 2, dtype=torch.float64)
+    mine = [i for i, r in enumerate(rows) if r is not None]
+    if mine:
+        query = mirror_points(src[[rows[i] for i in mine]], width)
+        out[mine] = pipe.match_raw(rm, rb, query, flip_align=False).points_b.double().cpu()
+    rest = [i for i, r in enumerate(rows) if r is None]
+    if rest:
+        out[rest] = pipe.match_raw(ra, rb, src[rest], flip_align=False).points_b.double().cpu()
+    return out.numpy()
+
+
 class FlipIdPredictor:
     """Flip-aligned prediction with GeoAware-SC's renaming of left/right keypoints.
 
     Wraps a ``ModelPredictor`` whose pipeline flip-aligns (``config.match.flip_align``): the
     pipeline decides between the source and its mirror (``Matches.flipped``); when it picks the
-    mirror, each keypoint is matched from the mirrored position of its partner (see
-    :func:`flipped_queries`), from the mirror's own features, and a keypoint whose partner is
-    not visible keeps the prediction from the unmirrored source.
+    mirror, the prediction is :func:`predict_flipped`'s.
 
     Args:
         base: the ``ModelPredictor`` (its ``pipe``, ``cache``, ``mirror_cache``,
@@ -115,19 +151,9 @@ class FlipIdPredictor:
         cat = pair.prompt_name if b.use_category else None
         ra, rb = b.cache.get(pair.src_image, cat), b.cache.get(pair.trg_image, cat)
         rm = b.mirror_cache.get(pair.src_image, cat)
-        w, h = pair.src_size
-        src = torch.as_tensor(pair.src_kps, dtype=torch.float64)  # border points: last pixel
-        src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
+        src = on_image(pair.src_kps, pair.src_size)
         first = pipe.match_raw(ra, rb, src, mirror=rm)
         if not first.flipped:
             return first.points_b.detach().cpu().double().numpy()
-        rows = flipped_queries(pair.kps_ids, self.partners(pair.category))
-        out = torch.zeros(len(rows), 2, dtype=torch.float64)
-        mine = [i for i, r in enumerate(rows) if r is not None]
-        if mine:
-            query = mirror_points(src[[rows[i] for i in mine]], w)
-            out[mine] = pipe.match_raw(rm, rb, query, flip_align=False).points_b.double().cpu()
-        rest = [i for i, r in enumerate(rows) if r is None]
-        if rest:
-            out[rest] = pipe.match_raw(ra, rb, src[rest], flip_align=False).points_b.double().cpu()
-        return out.numpy()
+        partners = self.partners(pair.category)
+        return predict_flipped(pipe, ra, rb, rm, src, pair.kps_ids, partners, pair.src_size[0])
