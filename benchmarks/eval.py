@@ -19,21 +19,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from sdcorr.cli import run_guarded
+from sdcorr.distributed import close_distributed
 from sdcorr.errors import ConfigError
-from sdcorr.eval.datasets import DATASETS, get_dataset, load_pairs
+from sdcorr.eval.common import Selection
+from sdcorr.eval.datasets import DATASETS
+from sdcorr.eval.outdir import check_out_dir, normalise_path
+from sdcorr.eval.pairs import PROMPT_STYLES, default_prompt, with_prompt_names
 from sdcorr.eval.pck import THRESHOLDS
-from sdcorr.eval.runner import (
-    ModelPredictor,
-    check_out_dir,
-    close_distributed,
-    evaluate,
-    init_distributed,
-    load_predictions,
-    normalise_path,
-)
+from sdcorr.eval.protocol import Protocol, resolve_protocol
+from sdcorr.eval.runner import ModelPredictor, counters, evaluate, join_group, load_predictions
 
 log = logging.getLogger("sdcorr")
-PROMPTS = ("empty", "category")
 DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
@@ -72,8 +68,9 @@ def build_parser(dataset: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("--sd-frame", type=int, help="SD frame side (default 960; multiple of 64)")
     m.add_argument("--sd-tile", type=int, help="SD tile side (default 512; 0: no tiles)")
     m.add_argument("--dino-frame", type=int, help="DINOv2 frame side (default 840)")
-    m.add_argument("--prompt", choices=PROMPTS, default="empty",
-                   help='SD prompt: empty (default) or "a photo of a {natural name}"')  # fmt: skip
+    m.add_argument("--prompt", choices=PROMPT_STYLES,
+                   help='SD prompt: empty (default; cleandift: category-raw), "a photo of a '
+                        '{natural name}" (category) or of the raw dataset name (category-raw)')  # fmt: skip
     m.add_argument("--no-category-prompt", dest="prompt", action="store_const", const="empty",
                    help=argparse.SUPPRESS)  # fmt: skip
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -87,12 +84,7 @@ def build_parser(dataset: str | None = None) -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace) -> None:
     """Reject option values that cannot work, naming the option (before anything loads)."""
-    spec = get_dataset(args.dataset)
-    args.alphas = list(args.alphas or spec.alphas)
-    args.threshold = args.threshold or spec.threshold
-    args.compare = args.compare or spec.compare
-    if not all(0 < a <= 1 for a in args.alphas):
-        raise ConfigError(f"--alphas must lie in (0, 1], got {args.alphas}")
+    args.prompt = args.prompt or default_prompt(args.preset)
     if args.sd_frame is not None and (args.sd_frame <= 0 or args.sd_frame % 64):
         raise ConfigError(f"--sd-frame must be a positive multiple of 64, got {args.sd_frame}")
     if args.sd_tile is not None and (args.sd_tile < 0 or args.sd_tile % 64):
@@ -103,8 +95,6 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--dino-frame must be positive, got {args.dino_frame}")
     if args.cache_size < 0:
         raise ConfigError(f"--cache-size must be at least 0, got {args.cache_size}")
-    if args.sample_with_replacement and args.sample is None:
-        raise ConfigError("--sample-with-replacement needs --sample N")
     args.dtype = dtype_name(args.dtype)
 
 
@@ -138,27 +128,14 @@ def pipeline_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def run_config(args: argparse.Namespace, n_pairs: int, pipeline: Any) -> dict[str, Any]:
+def run_config(
+    args: argparse.Namespace, protocol: Protocol, n_pairs: int, pipeline: Any
+) -> dict[str, Any]:
     """The JSON-ready record of what was evaluated and how (config.json, summary.json)."""
     from sdcorr.config import to_dict
 
-    spec = get_dataset(args.dataset)
     return {
-        "eval": {
-            "dataset": spec.title,
-            "root": normalise_path(args.root),
-            "split": args.split,
-            "layout": args.layout if args.dataset == "spair" else None,
-            "categories": args.categories,
-            "sample": args.sample,
-            "sample_with_replacement": args.sample_with_replacement,
-            "limit": args.limit,
-            "seed": args.seed,
-            "n_pairs": n_pairs,
-            "alphas": [float(a) for a in args.alphas],
-            "threshold": args.threshold,
-            "compare": args.compare,
-        },
+        "eval": protocol.config(args.root, n_pairs),
         "predictions": normalise_path(args.predictions) if args.predictions else None,
         "pipeline": to_dict(pipeline) if pipeline is not None else None,
         "prompt": None if pipeline is None else args.prompt,
@@ -183,12 +160,20 @@ def model_predictor(args: argparse.Namespace, cfg: Any, local_rank: int) -> Mode
     key = config_hash({"sd": to_dict(cfg.sd) if cfg.sd else None,
                        "dino": to_dict(cfg.dino) if cfg.dino else None,
                        "dtype": str(dtype)})  # fmt: skip
-    predictor = ModelPredictor(pipe, use_category=args.prompt == "category")
+    predictor = ModelPredictor(pipe, use_category=args.prompt != "empty")
     predictor.cache = FeatureCache(
         predictor.extract_one, size=args.cache_size, disk=args.cache_dir, config_key=key,
         device=device,
     )  # fmt: skip
     return predictor
+
+
+def protocol_of(args: argparse.Namespace) -> Protocol:
+    """The dataset's protocol with the options' overrides and pair selection."""
+    cats = tuple(args.categories) if args.categories else None
+    sel = Selection(args.split, args.layout, cats, args.sample, args.limit, args.seed,
+                    args.sample_with_replacement)  # fmt: skip
+    return resolve_protocol(args.dataset, args.threshold, args.compare, args.alphas, sel)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,26 +183,20 @@ def run(args: argparse.Namespace) -> int:
     check): all before any model loads, so every user error costs seconds.
     """
     check_options(args)
-    _, _, local_rank = init_distributed()
-    spec = get_dataset(args.dataset)
-    pairs = load_pairs(args.dataset, args.root, args.split, args.categories, args.sample,
-                       args.limit, args.seed, args.sample_with_replacement, args.layout)  # fmt: skip
+    protocol = protocol_of(args)
+    info = join_group()
+    pairs = with_prompt_names(protocol.load_pairs(args.root), args.prompt)
     cfg = None if args.predictions else pipeline_config(args)
-    config = run_config(args, len(pairs), cfg)
+    config = run_config(args, protocol, len(pairs), cfg)
     preds = load_predictions(args.predictions, pairs) if args.predictions else None
     check_out_dir(args.out, config)
     stats = None
     if preds is not None:
         predict = preds
-    else:
-        predict = model_predictor(args, cfg, local_rank)
-        if spec.dense:  # TSS: sd-dino's nearest-neighbour flow, resized bilinearly
-            from sdcorr.eval.tss import FlowPredictor
-
-            predict = FlowPredictor(predict)
-        stats = lambda: dict(predict.cache.stats)  # noqa: E731
-    evaluate(pairs, predict, args.out, config, args.alphas, args.threshold, args.quiet, stats,
-             inclusive=args.compare == "le", compact=spec.dense)  # fmt: skip
+    else:  # TSS: dense flow; flip-aligned presets: GeoAware-SC's left/right renaming
+        predict = protocol.predictor(model_predictor(args, cfg, info.local_rank))
+        stats = lambda: counters(predict)  # noqa: E731
+    evaluate(pairs, predict, args.out, config, protocol, args.quiet, stats)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 from .config import get_preset
 from .errors import ModelNotFoundError
+from .modelfolder import check_dino_folder
 
 log = logging.getLogger("sdcorr")
 
@@ -98,7 +99,7 @@ def _check_folder(path: Path, kind: Kind) -> Path:
             f"folder {path} is not a {'diffusers SD pipeline' if kind == 'sd' else 'DINOv2 model'}"
             f" (no {MARKER[kind]})"
         )
-    return path
+    return check_dino_folder(path) if kind == "dino" else path
 
 
 def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:

@@ -34,6 +34,9 @@ def test_model_run_completes_and_resumes(dataset, tiny_models, tmp_path) -> None
     n = summary["pck"][next(iter(summary["pck"]))]["n_pairs"]
     assert n == len((out / "pairs.jsonl").read_text().splitlines()) > 1
     assert summary["config"]["dtype"] == "fp32" and summary["config"]["prompt"] == "empty"
+    ev = summary["config"]["eval"]
+    own = f"{ev['threshold']}-{ev['compare']}"
+    assert summary["by_protocol"][own] == summary["pck"] and len(summary["by_protocol"]) >= 2
     # killed while writing the second pair: the rerun does only the missing pairs
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)

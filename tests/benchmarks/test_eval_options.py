@@ -151,3 +151,18 @@ def test_sampling_with_replacement_matches_the_reference_draw(spair_root, tmp_pa
     assert len(names) == 18  # 3 draws in each of the 6 one-pair categories
     assert np.random.RandomState(42).choice(1, 3).tolist() == [0, 0, 0]
     assert names[:3] == [f"000167-2008_007604-2009_001056:aeroplane{s}" for s in ("", "#2", "#3")]
+
+
+def test_cleandift_captions_with_the_raw_category_unless_told(spair_root, tmp_path, loads):
+    """CleanDIFT's evaluation captions "A photo of a {category}" with the raw SPair name;
+    ``--preset cleandift`` does so by default and records it; ``--prompt`` overrides."""
+    main = _spair_script().main
+    base = ["--root", str(spair_root), "--preset", "cleandift", "-q"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert _json(tmp_path / "a" / "config.json")["prompt"] == "category-raw"
+    cats = {c for _, c in loads[0]["pipe"].calls}
+    assert cats == {"aeroplane", "cow", "dog", "horse", "motorbike", "pottedplant"}
+    assert loads[0]["config"].sd.prompt_template == "A photo of a {category}"
+    assert main([*base, "--out", str(tmp_path / "b"), "--prompt", "empty"]) == 0
+    assert _json(tmp_path / "b" / "config.json")["prompt"] == "empty"
+    assert {c for _, c in loads[1]["pipe"].calls} == {None}

@@ -33,7 +33,7 @@ def _script():
 # ----------------------------------------------------------------- independent ground truth
 # Each reads the raw files with its own code (csv, json, numpy), never through sdcorr.eval.
 def _pf_pascal_truth(root: Path) -> list[dict]:
-    with open(root / "test_pairs_pf_pascal.csv") as f:
+    with open(root / "PF-dataset-PASCAL" / "test_pairs_pf_pascal.csv") as f:  # paths: from root
         rows = list(csv.DictReader(f))
     out = []
     for i, r in enumerate(rows):
@@ -45,7 +45,7 @@ def _pf_pascal_truth(root: Path) -> list[dict]:
 
 
 def _pf_willow_truth(root: Path) -> list[dict]:
-    with open(root / "test_pairs.csv") as f:
+    with open(root / "test_pairs_pf.csv") as f:
         rows = list(csv.reader(f))[1:]
     out = []
     for i, r in enumerate(rows):
@@ -196,10 +196,10 @@ def test_inclusive_comparison_counts_the_edge(tmp_path, spair_root) -> None:
     [
         (
             "pf-pascal",
-            ("test_pairs_pf_pascal.csv", ",10,", ",0,"),
+            ("PF-dataset-PASCAL/test_pairs_pf_pascal.csv", ",10,", ",0,"),
             "test_pairs_pf_pascal.csv:3: malformed row",
         ),
-        ("pf-willow", ("test_pairs.csv", ".png,", ".jpg,"), "image file not found"),
+        ("pf-willow", ("test_pairs_pf.csv", ".png,", ".jpg,"), "image file not found"),
         (
             "ap10k",
             ("PairAnnotation/test/2007_005797-2009_003189:cow.json", "src_json_path", "src"),

@@ -68,6 +68,8 @@ def test_writes_pairs_and_summary(single: Path) -> None:
     assert cfg["dtype"] == "fp32" and _json(single / "timing.json")["dtype"] == "fp32"
     assert all(json.loads(s)["dtype"] == "fp32" for s in (single / "pairs.jsonl").open())
     assert summary["pck"]["0.1"]["n_keypoints"] == 43 and summary["pck"]["0.1"]["n_pairs"] == 6
+    assert set(summary["by_protocol"]) == {"bbox-lt", "bbox-le", "img-lt", "img-le"}
+    assert summary["by_protocol"]["bbox-lt"] == summary["pck"]  # a default run's own protocol
     timing = _json(single / "timing.json")["rank0"]
     assert timing["pairs"] == 6 and timing["extracted"] == 12
 
