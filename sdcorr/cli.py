@@ -29,7 +29,7 @@ COMMANDS: dict[str, str] = {
     "extract": "sdcorr.commands.extract",
     "download": "sdcorr.commands.download",
     "demo": "sdcorr.commands.demo",
-    "pretrain": "sdcorr.pretrain.cli",
+    "pretrain": "sdcorr.commands.pretrain",
 }
 # subcommand -> (import name, pip name) of the optional packages it needs, and the extra
 EXTRAS: dict[str, tuple[str, list[tuple[str, str]]]] = {

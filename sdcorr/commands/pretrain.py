@@ -13,7 +13,7 @@ HELP = "pretrain a DINOv2 backbone (DINO + iBOT + KoLeo) on a folder of images"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``pretrain`` options on ``p``."""
-    from .config import PRESETS
+    from ..pretrain.config import PRESETS
 
     p.add_argument("--data", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="run folder (config, log, checkpoints, backbone)")
@@ -67,7 +67,7 @@ def resolve_config(args: argparse.Namespace):
     from dataclasses import replace
 
     from ..errors import ConfigError
-    from .config import get_preset, load_yaml, merge
+    from ..pretrain.config import get_preset, load_yaml, merge
 
     out = Path(args.out)
     if args.resume:
@@ -89,7 +89,7 @@ def resolve_config(args: argparse.Namespace):
     if init and args.resume:
         raise ConfigError("--init starts a new run; --resume continues one (pass only one)")
     if init:
-        from .init import apply_init
+        from ..pretrain.init import apply_init
 
         cfg = apply_init(cfg, init)
     return cfg
@@ -97,7 +97,7 @@ def resolve_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the pretraining; print the exported backbone folder."""
-    from .train import run_pretraining
+    from ..pretrain.train import run_pretraining
 
     cfg = resolve_config(args)
     if args.resume and args.overwrite:
@@ -124,6 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_guarded(run, args)
     finally:
-        from .dist import close_distributed
+        from ..pretrain.dist import close_distributed
 
         close_distributed()
