@@ -139,7 +139,9 @@ def images(pairs) -> list[Path]:
 def pipe(dinov2_small) -> SDDino:
     """The ``dino`` preset on the real weights, every cell a candidate (as in the reference)."""
     cfg = replace(get_preset("dino"), match=MatchConfig(content_only=False))
-    return SDDino.from_pretrained(config=cfg, dino_model=str(dinov2_small), device="cpu")
+    return SDDino.from_pretrained(
+        config=cfg, dino_model=str(dinov2_small), device="cpu", cache_size=32
+    )  # the cache holds every image of the 12 pairs
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +173,8 @@ def random_predictor(dinov2_small, images) -> ModelPredictor:
     torch.manual_seed(0)
     net = AutoModel.from_config(AutoConfig.from_pretrained(dinov2_small))
     cfg = replace(get_preset("dino"), match=MatchConfig(content_only=False))
-    pred = ModelPredictor(SDDino(cfg, dino=ViTExtractor(net, DinoConfig())), use_category=False)
+    pipe = SDDino(cfg, dino=ViTExtractor(net, DinoConfig()), cache_size=32)
+    pred = ModelPredictor(pipe, use_category=False)
     for path in images:
         pred.cache.get(path, None)
     return pred

@@ -2,8 +2,9 @@
 
 Readers (``spair``, ``pfpascal``, ``pfwillow``, ``ap10k``, ``tss``) all yield the same pair
 records; :mod:`sdcorr.eval.datasets` names them and their protocol defaults.
-``benchmarks/eval.py`` is the command line over this package (``benchmarks/spair.py`` an alias);
-the README's "SPair-71k evaluation" and "Other benchmarks" sections are the user guide.
+``sdcorr eval`` (:mod:`sdcorr.commands.eval`, launched also by ``benchmarks/eval.py`` and
+``benchmarks/spair.py``) is the command line over this package; the README's "SPair-71k
+evaluation" and "Other benchmarks" sections are the user guide.
 """
 
 from __future__ import annotations
