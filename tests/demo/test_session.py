@@ -130,8 +130,9 @@ def _mirror_of_a(tmp_path: Path) -> Path:
     return path
 
 
-def _session_equals_cli(options: list[str], b: Path, tmp_path: Path) -> dict:
-    """The session's matches of POINTS (A → b) equal ``sdcorr match A b --points``'s JSON."""
+def _session_equals_cli(options: list[str], b: Path, tmp_path: Path):
+    """The session's matches of POINTS (A → b) equal ``sdcorr match A b --points``'s JSON;
+    returns that JSON and the session."""
     pts = tmp_path / "pts.json"
     pts.write_text(json.dumps(POINTS))
     out = tmp_path / "m.json"
@@ -145,7 +146,7 @@ def _session_equals_cli(options: list[str], b: Path, tmp_path: Path) -> dict:
     assert [g["score"] for g in got] == pytest.approx(ref["scores"], abs=1e-6)
     config = json.loads(json.dumps(to_dict(session.pipeline().config)))
     assert config == ref["config"]  # one resolution, one config
-    return ref
+    return ref, session
 
 
 def test_geoaware_session_applies_the_presets_flip_alignment_and_soft_argmax(
@@ -157,11 +158,12 @@ def test_geoaware_session_applies_the_presets_flip_alignment_and_soft_argmax(
     options = ["--preset", "geoaware", "--sd-model", str(tiny_models["sd"]), "--dino-model",
                str(tiny_models["dino"]), "--sd-frame", "128", "--sd-tile", "128", "--dino-frame",
                "112", "--device", "cpu"]  # fmt: skip
-    ref = _session_equals_cli(options, _mirror_of_a(tmp_path), tmp_path)
+    b = _mirror_of_a(tmp_path)
+    ref, session = _session_equals_cli(options, b, tmp_path)
     assert ref["flipped"] is True
     assert ref["config"]["match"]["soft_argmax"] and ref["config"]["match"]["flip_align"]
     # soft-argmax: matches off the cell centres (a nearest-neighbour match sits on one)
-    geo = make_session(options).pipeline().features(A, A)[1].geometry[0]
+    geo = session.fused(A, b)[1].geometry[0]
     centres = geo.cell_to_original(geo.to_cell(np.array(ref["points_b"]))).numpy()
     assert not np.allclose(centres, ref["points_b"])
 
@@ -177,7 +179,7 @@ def test_match_endpoint_equals_cli_with_flip_and_soft_argmax_dinov2_small(
     32x32 cells, to keep the suite fast)."""
     options = ["--preset", "dino", "--dino-model", str(dinov2_small), "--device", "cpu",
                "--flip-align", "--soft-argmax", "--dino-frame", "448"]  # fmt: skip
-    ref = _session_equals_cli(options, _mirror_of_a(tmp_path), tmp_path)
+    ref, _ = _session_equals_cli(options, _mirror_of_a(tmp_path), tmp_path)
     assert ref["flipped"] is True and ref["config"]["match"]["soft_argmax"]
     # and the matches are right: each lands nearer its mirror position than its own position
     got, pts = np.array(ref["points_b"]), np.array(POINTS)
