@@ -58,9 +58,9 @@ from speedkit.runs import (
     workload_pairs,
 )
 
+from sdcorr.cache import FeatureCache
 from sdcorr.device import resolve_device, resolve_dtype
 from sdcorr.errors import SdcorrError
-from sdcorr.eval.cache import FeatureCache
 from sdcorr.features.dino import ViTExtractor
 from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
 from sdcorr.io import atomic_path
@@ -355,7 +355,7 @@ def run(args, models: Models, device, pair_frames: Frames, wl_frames: Frames) ->
             "images in all of SPair-71k, splits disjoint), 12,234 test pairs, at the workload "
             "frames",
         }  # fmt: skip
-    report["cache"] = "sdcorr.eval.cache.FeatureCache (memory LRU, no disk)"
+    report["cache"] = "sdcorr.cache.FeatureCache (memory LRU, no disk)"
     return report
 
 

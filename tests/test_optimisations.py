@@ -32,8 +32,8 @@ from speedkit.runs import (  # noqa: E402
     workload_pairs,
 )
 
+from sdcorr.cache import FeatureCache  # noqa: E402
 from sdcorr.config import MatchConfig  # noqa: E402
-from sdcorr.eval.cache import FeatureCache  # noqa: E402
 from sdcorr.features.accel import compile_blocks  # noqa: E402
 from sdcorr.features.dino import ViTExtractor  # noqa: E402
 from sdcorr.features.sd import SDFeatureExtractor  # noqa: E402

@@ -108,19 +108,20 @@ def test_geoaware_and_cleandift_presets_follow_their_configs() -> None:
 def test_cli_options_reach_the_config() -> None:
     import argparse
 
-    from sdcorr.commands.common import add_model_arguments, override_config
     from sdcorr.commands.match import add_arguments
+    from sdcorr.commands.options import add_model_options, resolve_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)
     args = p.parse_args(["a.jpg", "b.jpg", "--unet-weights", "w.safetensors", "--no-noise",
                          "--flip-align", "--mask-a", "auto", "--mask-b", "auto"])  # fmt: skip
-    cfg = override_config(get_preset("sd-dino"), args)
+    r = resolve_args(args)
+    cfg = r.config
     assert cfg.sd.unet_weights == "w.safetensors" and not cfg.sd.noise
-    assert args.flip_align and args.mask_a == args.mask_b == "auto"
+    assert cfg.match.flip_align and r.run.masks == ("auto", "auto")
     q = argparse.ArgumentParser()
-    add_model_arguments(q)
-    plain = override_config(get_preset("sd-dino"), q.parse_args([]))
+    add_model_options(q)
+    plain = resolve_args(q.parse_args([])).config
     assert plain.sd.unet_weights is None and plain.sd.noise
 
 

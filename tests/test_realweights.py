@@ -172,7 +172,8 @@ def random_predictor(dinov2_small, images) -> ModelPredictor:
     torch.manual_seed(0)
     net = AutoModel.from_config(AutoConfig.from_pretrained(dinov2_small))
     cfg = replace(get_preset("dino"), match=MatchConfig(content_only=False))
-    pred = ModelPredictor(SDDino(cfg, dino=ViTExtractor(net, DinoConfig())), use_category=False)
+    pipe = SDDino(cfg, dino=ViTExtractor(net, DinoConfig()), cache_size=32)
+    pred = ModelPredictor(pipe, use_category=False)
     for path in images:
         pred.cache.get(path, None)
     return pred

@@ -4,9 +4,10 @@ Readers (``spair``, ``pfpascal``, ``pfwillow``, ``ap10k``, ``tss``) open a split
 :class:`~sdcorr.eval.pairs.Pair` records; :mod:`sdcorr.eval.datasets` names them with their
 protocol defaults, and :func:`~sdcorr.eval.protocol.resolve_protocol` turns a dataset and the
 user's options into the one :class:`~sdcorr.eval.protocol.Protocol` that
-:func:`~sdcorr.eval.runner.evaluate` receives. No command line here: ``benchmarks/eval.py`` is
-one (``benchmarks/spair.py`` an alias); the README's "SPair-71k evaluation" and "Other
-benchmarks" sections are the user guide.
+:func:`~sdcorr.eval.runner.evaluate` receives. No command line here: ``sdcorr eval``
+(:mod:`sdcorr.commands.eval`, launched also by ``benchmarks/eval.py`` and
+``benchmarks/spair.py``) is the command line over this package; the README's "SPair-71k
+evaluation" and "Other benchmarks" sections are the user guide.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..flip import mirror_points
+from ..flip import mirror_mask, mirror_points
 from .pairs import Pair
 
 _P = tuple[tuple[int, int], ...]
@@ -92,14 +92,15 @@ def on_image(points: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 
 def predict_flipped(
-    pipe: Any, ra: Any, rb: Any, rm: Any, src: torch.Tensor, kps_ids: tuple[str, ...],
+    pipe: Any, fused: Any, src: torch.Tensor, kps_ids: tuple[str, ...],
     partners: Mapping[str, str], width: int,
 ) -> np.ndarray:  # fmt: skip
     """GeoAware-SC's prediction once the source's mirror is chosen.
 
     Args:
-        pipe: an ``SDDino`` (``match_raw``).
-        ra: raw features of the source; rb: of the target; rm: of the source's mirror.
+        pipe: an ``SDDino`` (``match_fused``).
+        fused: the pair as the pipeline built it (:class:`sdcorr.pair.FusedPair`, flipped):
+            ``fa``/``fb`` are the mirror's and B's fused maps, ``plain`` A's own and B's.
         src: ``(K, 2)`` source keypoints ``(x, y)`` on the image.
         kps_ids: the keypoints' ids.
         partners: ``{id: partner id}`` of the category.
@@ -115,10 +116,14 @@ def predict_flipped(
     mine = [i for i, r in enumerate(rows) if r is not None]
     if mine:
         query = mirror_points(src[[rows[i] for i in mine]], width)
-        out[mine] = pipe.match_raw(rm, rb, query, flip_align=False).points_b.double().cpu()
+        m = pipe.match_fused(fused.fa, fused.fb, query, fused.mask_a, fused.mask_b)
+        out[mine] = m.points_b.double().cpu()
     rest = [i for i, r in enumerate(rows) if r is None]
     if rest:
-        out[rest] = pipe.match_raw(ra, rb, src[rest], flip_align=False).points_b.double().cpu()
+        fa, fb = fused.plain
+        mask_a = None if fused.mask_a is None else mirror_mask(fused.mask_a)
+        m = pipe.match_fused(fa, fb, src[rest], mask_a, fused.mask_b)
+        out[rest] = m.points_b.double().cpu()
     return out.numpy()
 
 
@@ -126,12 +131,12 @@ class FlipIdPredictor:
     """Flip-aligned prediction with GeoAware-SC's renaming of left/right keypoints.
 
     Wraps a ``ModelPredictor`` whose pipeline flip-aligns (``config.match.flip_align``): the
-    pipeline decides between the source and its mirror (``Matches.flipped``); when it picks the
+    pipeline builds the pair and decides between the source and its mirror
+    (``SDDino.pair``, each image and mirror through its feature cache); when it picks the
     mirror, the prediction is :func:`predict_flipped`'s.
 
     Args:
-        base: the ``ModelPredictor`` (its ``pipe``, ``cache``, ``mirror_cache``,
-            ``use_category``).
+        base: the ``ModelPredictor`` (its ``pipe``, ``cache``, ``use_category``).
         partners: ``partners(category) -> {id: partner id}``.
     """
 
@@ -147,13 +152,12 @@ class FlipIdPredictor:
 
     def __call__(self, pair: Pair) -> np.ndarray:
         """``(K, 2)`` predicted ``(x, y)`` in the target's original pixels."""
-        b, pipe = self.base, self.base.pipe
-        cat = pair.prompt_name if b.use_category else None
-        ra, rb = b.cache.get(pair.src_image, cat), b.cache.get(pair.trg_image, cat)
-        rm = b.mirror_cache.get(pair.src_image, cat)
+        pipe = self.base.pipe
+        cat = pair.prompt_name if self.base.use_category else None
         src = on_image(pair.src_kps, pair.src_size)
-        first = pipe.match_raw(ra, rb, src, mirror=rm)
-        if not first.flipped:
-            return first.points_b.detach().cpu().double().numpy()
+        fused = pipe.pair(pair.src_image, pair.trg_image, category=cat)
+        if not fused.flipped:
+            m = pipe.match_fused(fused.fa, fused.fb, src, fused.mask_a, fused.mask_b)
+            return m.points_b.detach().cpu().double().numpy()
         partners = self.partners(pair.category)
-        return predict_flipped(pipe, ra, rb, rm, src, pair.kps_ids, partners, pair.src_size[0])
+        return predict_flipped(pipe, fused, src, pair.kps_ids, partners, pair.src_size[0])

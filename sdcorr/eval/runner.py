@@ -1,7 +1,7 @@
 """The evaluation loop of every dataset: predict, score, record pair by pair; resume; shard.
 
-* Pairs are grouped by source image (the official order already is) so the per-image feature
-  cache serves every later pair an image appears in.
+* Pairs are grouped by source image (the official order already is) so the pipeline's per-image
+  feature cache (:mod:`sdcorr.cache`) serves every later pair an image appears in.
 * Each finished pair is one flushed JSONL line (:mod:`sdcorr.eval.results`), scored as the
   run's :class:`~sdcorr.eval.protocol.Protocol` says; a rerun with the same output folder skips
   finished pairs, and refuses a folder written with another config (:mod:`sdcorr.eval.outdir`).
@@ -206,58 +206,39 @@ def counters(predict: Any) -> dict[str, int]:
 
 
 class ModelPredictor:
-    """Predicts target keypoints with an ``SDDino``-like object and a per-image cache.
+    """Predicts target keypoints with an ``SDDino``-like pipeline, through its feature cache.
 
     Args:
-        pipe: has ``extract(images, category=..., mirrored=False)`` and
-            ``match_raw(ra, rb, points_a, mirror=...)`` (see :mod:`sdcorr.pipeline`); when its
-            ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), the source's mirror
-            is extracted once per image and cached like any image.
-        cache: a :class:`sdcorr.eval.cache.FeatureCache` whose extractor is
-            :meth:`extract_one` of this object, or ``None`` for a memory LRU of 32 images.
+        pipe: has ``match_points(src, trg, points_a, category=...)`` and a feature ``cache``
+            (:class:`sdcorr.cache.FeatureCache`; see :class:`sdcorr.pipeline.SDDino`): an image
+            is extracted once for all the pairs it appears in while that cache holds it; when
+            the pipeline's ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), so
+            is each source's mirror.
         use_category: pass the pair's ``prompt_name`` (the natural name, e.g. "potted plant")
-            to ``extract`` (SD prompt "a photo of a {name}"); ``False`` (default): empty prompt.
+            as the category (SD prompt "a photo of a {name}"); ``False`` (default): empty prompt.
     """
 
-    def __init__(self, pipe: Any, cache: Any = None, use_category: bool = False) -> None:
+    def __init__(self, pipe: Any, use_category: bool = False) -> None:
         """See the class docstring."""
-        from .cache import FeatureCache
-
         self.pipe = pipe
         self.use_category = use_category
-        self.cache = cache if cache is not None else FeatureCache(self.extract_one, size=32)
-        self._mirror: tuple[Any, Any] | None = None  # (cache it mirrors, mirror cache)
+
+    @property
+    def cache(self) -> Any:
+        """The pipeline's feature cache (its ``stats`` are the runner's counters)."""
+        return self.pipe.cache
 
     @property
     def flip_align(self) -> bool:
         """Whether the pipeline's match config asks for adaptive flip alignment (GeoAware-SC)."""
-        match = getattr(getattr(self.pipe, "config", None), "match", None)
-        return bool(getattr(match, "flip_align", False))
-
-    @property
-    def mirror_cache(self) -> Any:
-        """Cache of the sources' mirrors: same settings as :attr:`cache`, its own disk keys."""
-        if self._mirror is None or self._mirror[0] is not self.cache:
-            self._mirror = (self.cache, self.cache.sibling(self.extract_mirror, "-mirror"))
-        return self._mirror[1]
-
-    def extract_one(self, path: Path, category: str | None) -> Any:
-        """Raw features of one image (one image per call, so results never depend on batching)."""
-        return self.pipe.extract([path], category=category)[0]
-
-    def extract_mirror(self, path: Path, category: str | None) -> Any:
-        """Raw features of the horizontal mirror of one image (for flip alignment)."""
-        return self.pipe.extract([path], category=category, mirrored=True)[0]
+        return bool(self.pipe.config.match.flip_align)
 
     def __call__(self, pair: Pair) -> np.ndarray:
         """``(K, 2)`` predicted ``(x, y)`` in the target's original pixels."""
         cat = pair.prompt_name if self.use_category else None
-        ra, rb = self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
         # annotations may sit on the far border (x == W); keep them on the image's last pixel
         w, h = pair.src_size[:2]
         src = torch.as_tensor(pair.src_kps, dtype=torch.float64)
         src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
-        # with flip alignment the source's mirror competes (features cached like any image's)
-        mirror = self.mirror_cache.get(pair.src_image, cat) if self.flip_align else None
-        matches = self.pipe.match_raw(ra, rb, src, mirror=mirror)
+        matches = self.pipe.match_points(pair.src_image, pair.trg_image, src, category=cat)
         return matches.points_b.detach().cpu().double().numpy()

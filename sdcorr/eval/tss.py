@@ -27,7 +27,6 @@ target cell the nearest source cell, the displacement resized to the padded fram
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -220,49 +219,29 @@ class FlowPredictor:
     of the record's points. Descriptors: with an SD branch, the pipeline's fused ones (cosine);
     DINO alone, the raw tokens compared by L2 as the reference's ``--ONLY_DINO``.
 
-    Feature cache: padding makes an image's features depend on its partner, so a padded image
-    never goes through the base predictor's per-image cache (keyed by the file); it is
-    extracted here and kept, keyed by file and padded size, while its folder's second pair (the
-    same two padded images) is scored. A pair of equal sizes needs no padding and is served
-    from the base cache.
+    Feature cache: padding makes an image's features depend on its partner. A padded image goes
+    through the pipeline's cache as the padded picture (keyed by its pixels), never as its file,
+    so its features are never served for the unpadded image nor the other way round; the
+    folder's second pair (the same two padded images) reuses them. An image that needs no
+    padding goes by its file, as in every other pair it appears in.
     """
 
-    def __init__(self, base: Any, keep: int = 4) -> None:
-        """``base``: a ``ModelPredictor`` (its ``pipe``, ``cache`` and ``use_category``);
-        ``keep``: padded images kept in memory."""
+    def __init__(self, base: Any) -> None:
+        """``base``: a ``ModelPredictor`` (its ``pipe``, ``cache`` and ``use_category``)."""
         self.base = base
-        self.keep = keep
-        self._padded: OrderedDict[tuple[str, tuple[int, int], str | None], Any] = OrderedDict()
-        self.padded_extracted = 0
 
     @property
     def cache(self) -> Any:
-        """The base predictor's feature cache."""
+        """The pipeline's feature cache (for the runner's counters)."""
         return self.base.cache
 
-    @property
-    def stats(self) -> dict[str, int]:
-        """The base cache's counters, with padded extractions counted as extractions."""
-        out = dict(self.base.cache.stats)
-        out["extracted"] = out.get("extracted", 0) + self.padded_extracted
-        return out
-
     def _features(self, pair: Pair, category: str | None) -> tuple[Any, Any]:
-        if pair.src_size == pair.trg_size:
-            get = self.base.cache.get
-            return get(pair.src_image, category), get(pair.trg_image, category)
-        images = pad_pair(load_image(pair.src_image), load_image(pair.trg_image))
-        out = []
-        for path, image in zip((pair.src_image, pair.trg_image), images, strict=True):
-            key = (str(path), image.size, category)
-            if key not in self._padded:
-                self._padded[key] = self.base.pipe.extract([image], category=category)[0]
-                self.padded_extracted += 1
-            self._padded.move_to_end(key)
-            out.append(self._padded[key])
-        while len(self._padded) > self.keep:
-            self._padded.popitem(last=False)
-        return out[0], out[1]
+        paths = (pair.src_image, pair.trg_image)
+        images = [load_image(p) for p in paths]
+        padded = pad_pair(*images)
+        inputs = [p if pad is im else pad for p, im, pad in zip(paths, images, padded, strict=True)]
+        ra, rb = self.base.pipe.image_features(inputs, category)
+        return ra, rb
 
     def __call__(self, pair: Pair) -> np.ndarray:
         """``(K, 2)`` predicted positions in the TSS source of the target's foreground pixels."""

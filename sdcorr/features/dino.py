@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DinoConfig
+from ..config import DEFAULT_GRID, DinoConfig
 from ..device import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelLoadError, first_line
 from ..hub import resolve_model
@@ -37,7 +37,6 @@ from .hooks import capture
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "key", "query", "value")
-DEFAULT_GRID = 60  # cells per side of the default frame (SD-DINO's 840 / 14)
 POS_INTERPOLATIONS = ("hub", "transformers")
 HUB_INTERPOLATE_OFFSET = 0.1  # facebookresearch/dinov2 ``interpolate_offset``
 

@@ -19,24 +19,25 @@ MIRROR_VIEW = 1000.0  # the stub answers a query from the mirror's features with
 
 
 class StubPipe:
-    """Features are tags; the first ``match_raw`` decides ``flipped``; every answer is the
-    query moved by the view it was matched from, so each prediction says where it came from."""
+    """Fused maps are tags: ``pair`` builds a pair whose matched view is the mirror when
+    ``flipped``; every answer of ``match_fused`` is the query moved by the view it was matched
+    from (the mirror by ``MIRROR_VIEW``, the image itself by 1), so each prediction says where
+    it came from."""
 
     def __init__(self, flipped: bool) -> None:
         self.config = SimpleNamespace(match=SimpleNamespace(flip_align=True))
         self.flipped = flipped
-        self.calls: list[tuple[str, torch.Tensor, bool | None]] = []
+        self.calls: list[tuple[str, torch.Tensor]] = []
 
-    def extract(self, images, category=None, mirrored=False):
-        return [("mirror" if mirrored else "image", str(images[0]))]
+    def pair(self, img_a, img_b, category=None):
+        view = "mirror" if self.flipped else "image"
+        return SimpleNamespace(flipped=self.flipped, fa=view, fb="b", mask_a=None, mask_b=None,
+                               plain=("image", "b"))  # fmt: skip
 
-    def match_raw(self, ra, rb, points_a, mirror=None, flip_align=None, **_):
-        view = ra[0]
-        self.calls.append((view, torch.as_tensor(points_a).clone(), flip_align))
+    def match_fused(self, fa, fb, points_a, mask_a=None, mask_b=None):
+        self.calls.append((fa, torch.as_tensor(points_a).clone()))
         pts = torch.as_tensor(points_a, dtype=torch.float64)
-        if flip_align is None:  # the deciding call: as the pipeline, from the chosen view
-            return Matches(pts, pts + 1.0, torch.ones(len(pts)), flipped=self.flipped)
-        return Matches(pts, pts + (MIRROR_VIEW if view == "mirror" else 0.0), torch.ones(len(pts)))
+        return Matches(pts, pts + (MIRROR_VIEW if fa == "mirror" else 1.0), torch.ones(len(pts)))
 
 
 @pytest.fixture
@@ -57,12 +58,12 @@ def test_flipped_pairs_query_the_partner_in_the_mirror(dog) -> None:
     src = torch.as_tensor(dog.src_kps, dtype=torch.float64)
     rows = [1, 2, 3, 5, 4, 7, 6, 8]  # keypoints 1..8 of the pair
     views = [c[0] for c in pipe.calls]
-    assert views == ["image", "mirror", "image"]  # decide, mirror answers, unflipped rest
-    mirror_query = pipe.calls[1][1]
+    assert views == ["mirror", "image"]  # the mirror answers, the unflipped rest
+    mirror_query = pipe.calls[0][1]
     np.testing.assert_array_equal(mirror_query[:, 0], w - 1 - src[rows, 0])
     np.testing.assert_array_equal(mirror_query[:, 1], src[rows, 1])
     np.testing.assert_array_equal(pred[1:], mirror_query.numpy() + MIRROR_VIEW)
-    np.testing.assert_array_equal(pred[0], dog.src_kps[0])  # keypoint 4: from the image itself
+    np.testing.assert_array_equal(pred[0], dog.src_kps[0] + 1.0)  # keypoint 4: from the image
 
 
 def test_unflipped_decision_is_the_plain_prediction(dog) -> None:

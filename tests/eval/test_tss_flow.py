@@ -18,7 +18,7 @@ from PIL import Image
 
 from sdcorr.eval.protocol import load_pairs
 from sdcorr.eval.runner import ModelPredictor
-from sdcorr.eval.tss import FlowPredictor
+from sdcorr.eval.tss import FlowPredictor, pad_pair
 
 from .test_datasets import _reference_nn_flow
 
@@ -59,16 +59,27 @@ def test_unequal_sizes_score_as_the_padding_rule_computes(pipe) -> None:
 
 
 def test_padded_images_never_come_from_the_per_image_cache(pipe) -> None:
-    """Padded features depend on the partner: they are extracted apart (once per folder for
-    both directions); a pair of equal sizes uses the per-image cache."""
-    predict = FlowPredictor(ModelPredictor(pipe))
+    """Padded features depend on the partner: a padded image goes through the cache as the
+    padded picture, never as its file (once per folder for both directions); a pair of equal
+    sizes uses the files' entries."""
+    from sdcorr.cache import content_key
+    from sdcorr.pipeline import SDDino
+
+    fresh = SDDino(pipe.config, dino=pipe.dino, cache_size=8)  # an empty cache
+    predict = FlowPredictor(ModelPredictor(fresh))
     shift = load_pairs("tss", TSS, split="JODS")  # two directions, unequal sizes
     for pair in shift:
         predict(pair)
-    assert predict.base.cache.stats["extracted"] == 0  # the cache never saw a padded image
-    assert predict.padded_extracted == 2 and predict.stats["extracted"] == 2
+    assert fresh.cache.stats["extracted"] == 2  # the two padded images, each once
+    files = (shift[0].src_image, shift[0].trg_image)
+    padded = pad_pair(*(Image.open(p).convert("RGB") for p in files))
+    short = [p for p, im in zip(files, padded, strict=True) if Image.open(p).size != im.size]
+    assert len(short) == 1  # one image of the folder needs padding: its file is never extracted
+    assert (*content_key(short[0]), None) not in fresh.cache._mem
+    assert (*content_key(padded[files.index(short[0])]), None) in fresh.cache._mem
     mirror = load_pairs("tss", TSS, split="FG3DCar")  # equal sizes: no padding
     for pair in mirror:
         predict(pair)
-    assert predict.base.cache.stats["extracted"] == 2 and predict.padded_extracted == 2
-    assert predict.stats["extracted"] == 4
+    assert fresh.cache.stats["extracted"] == 4
+    for pair in mirror:
+        assert (*content_key(pair.src_image), None) in fresh.cache._mem
