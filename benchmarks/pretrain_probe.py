@@ -175,6 +175,7 @@ def spair_pck(backbone: Path, root: Path, work: Path, dino_frame: int | None) ->
     import dataclasses
 
     from sdcorr.config import get_preset, with_models
+    from sdcorr.eval.protocol import resolve_protocol
     from sdcorr.eval.runner import ModelPredictor, evaluate
     from sdcorr.eval.spair import load_spair
     from sdcorr.pipeline import SDDino
@@ -187,8 +188,9 @@ def spair_pck(backbone: Path, root: Path, work: Path, dino_frame: int | None) ->
     config = {"eval": {"dataset": "SPair-71k", "root": str(root), "split": "test",
                        "n_pairs": len(pairs), "alphas": [0.1], "threshold": "bbox"},
               "pipeline": dataclasses.asdict(cfg)}  # fmt: skip
-    summary = evaluate(pairs, ModelPredictor(pipe, use_category=False), work, config, [0.1],
-                       "bbox", quiet=True)  # fmt: skip
+    protocol = resolve_protocol("spair", alphas=(0.1,))
+    summary = evaluate(pairs, ModelPredictor(pipe, use_category=False), work, config, protocol,
+                       quiet=True)  # fmt: skip
     from sdcorr.eval.pck import alpha_key
 
     table = summary["pck"][alpha_key(0.1)]

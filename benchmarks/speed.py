@@ -52,9 +52,9 @@ from speedkit.runs import (
 )
 from speedkit.summary import gemm_table, optimisation_effects, summarise
 
+from sdcorr.cache import FeatureCache
 from sdcorr.device import resolve_device, resolve_dtype
 from sdcorr.errors import SdcorrError
-from sdcorr.eval.cache import FeatureCache
 from sdcorr.features.accel import prefers_channels_last
 from sdcorr.features.dino import ViTExtractor
 from sdcorr.features.sd import SDFeatureExtractor, tile_offsets
@@ -327,7 +327,7 @@ def run(args, models: Models, device, fast: dict, frames: tuple[Frames, Frames])
         report["optimisations"] = optimisation_effects(pair, wl)
     if wl is not None:
         report["projection_spair_test"] = spair_projection(args, wl, fast_name)
-    report["cache"] = "sdcorr.eval.cache.FeatureCache (memory LRU, no disk)"
+    report["cache"] = "sdcorr.cache.FeatureCache (memory LRU, no disk)"
     return report
 
 

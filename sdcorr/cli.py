@@ -1,4 +1,4 @@
-"""Command line: ``sdcorr match | extract | download | pretrain``.
+"""Command line: ``sdcorr match | extract | download | demo | eval | pretrain``.
 
 ``main(argv) -> int`` is the entry point (testable without a subprocess). User errors
 (:class:`sdcorr.errors.SdcorrError` and argparse usage errors) print one line ``error: ...`` and
@@ -29,7 +29,8 @@ COMMANDS: dict[str, str] = {
     "extract": "sdcorr.commands.extract",
     "download": "sdcorr.commands.download",
     "demo": "sdcorr.commands.demo",
-    "pretrain": "sdcorr.pretrain.cli",
+    "eval": "sdcorr.commands.eval",
+    "pretrain": "sdcorr.commands.pretrain",
 }
 # subcommand -> (import name, pip name) of the optional packages it needs, and the extra
 EXTRAS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -55,7 +56,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _verbosity(p: argparse.ArgumentParser, default: object) -> None:
+def verbosity(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument(
         "-q",
         "--quiet",
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _verbosity(parser, False)
+    verbosity(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, modname in COMMANDS.items():
         try:
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=HelpFormatter)
         # SUPPRESS: a -q given before the subcommand is not reset by the subparser's default
-        _verbosity(p, argparse.SUPPRESS)
+        verbosity(p, argparse.SUPPRESS)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

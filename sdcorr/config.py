@@ -21,6 +21,14 @@ DINOV2_BASE = "facebook/dinov2-base"
 DINOV3_BASE = "facebook/dinov3-vitb16-pretrain-lvd1689m"
 CLEANDIFT_SD15_UNET = "CompVis/cleandift:cleandift_sd15_unet.safetensors"
 
+#: Cells per side of the default DINO frame (SD-DINO's 840 / 14; 960 / 16 for DINOv3).
+DEFAULT_GRID = 60
+#: Patch sides of the supported DINO families (DINOv2, DINOv3): a DINO frame is a multiple of one.
+DINO_PATCHES = (14, 16)
+#: Frame pixels per cell of each hooked SD-1.5/2.1 layer (s3 finest, s5 coarsest): SD frames,
+#: tiles and tile offsets are multiples of the coarsest.
+SD_STRIDES = {"s3": 16, "s4": 32, "s5": 64}
+
 # diffusers module paths of the hooked U-Net blocks, per SD family (same decoder layout).
 SD_LAYERS: dict[str, tuple[tuple[str, str], ...]] = {
     "sd-1.5": (

@@ -35,3 +35,25 @@ class DatasetError(SdcorrError):
 
 class OutputError(SdcorrError):
     """An output path cannot be written."""
+
+
+class ModelLoadError(SdcorrError):
+    """A model folder or weights file is there but broken (bad config, wrong model type,
+    missing, truncated or refused weights)."""
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The gist of a library's (often multi-line) error message, as one short line.
+
+    The first non-empty line, joined with the next one when it only introduces it (ends with
+    ``:``), cut at its first sentence end and at ``limit`` characters; the exception's type
+    name when the message is empty.
+    """
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    text = text.split(". ", 1)[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -4,18 +4,22 @@ A model is named by a hub id (``facebook/dinov2-base``), a short alias (``dinov2
 ``sd-1.5``) or a local folder. :func:`resolve_model` returns a local folder: the folder itself,
 the Hugging Face cache snapshot, or a fresh download. It never downloads at import time and
 honours ``HF_HUB_OFFLINE=1``. When nothing works it raises one :class:`ModelNotFoundError` that
-names the model, the cache it looked in and the fix.
+names the model, the cache it looked in and the fix. Every download ladder (model folders here,
+U-Net weight files in :mod:`sdcorr.features.unet_weights`) goes local path → cache → Hub through
+:func:`ladder`, which classifies the failures in one place.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from .config import get_preset
 from .errors import ModelNotFoundError
+from .modelfolder import check_dino_folder
 
 log = logging.getLogger("sdcorr")
 
@@ -98,7 +102,7 @@ def _check_folder(path: Path, kind: Kind) -> Path:
             f"folder {path} is not a {'diffusers SD pipeline' if kind == 'sd' else 'DINOv2 model'}"
             f" (no {MARKER[kind]})"
         )
-    return path
+    return check_dino_folder(path) if kind == "dino" else path
 
 
 def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
@@ -113,23 +117,53 @@ def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
         ModelNotFoundError: a missing local folder, or a hub model that is not cached and
             cannot be downloaded (offline, or no network).
     """
-    path = Path(name).expanduser()
-    if path.exists():
-        return _check_folder(path, kind)
     repo = canonical_id(name)
-    if repo == name and _looks_like_path(name):
-        raise ModelNotFoundError(f"model folder not found: {path}")
+
+    def local() -> Path | None:
+        path = Path(name).expanduser()
+        if path.exists():
+            return _check_folder(path, kind)
+        if repo == name and _looks_like_path(name):
+            raise ModelNotFoundError(f"model folder not found: {path}")
+        return None  # a hub id or alias
+
+    def get(local_only: bool) -> Path:
+        return _snapshot(repo, kind, revision, local_only)
+
+    return ladder(local, get, lambda reason: _not_found(repo, kind, reason), what=repo)
+
+
+def ladder(
+    local: Callable[[], Path | None],
+    get: Callable[[bool], Path],
+    not_found: Callable[[str], ModelNotFoundError],
+    what: str,
+) -> Path:
+    """The one download ladder: a local path, else the Hugging Face cache, else the Hub.
+
+    Args:
+        local: the local path the name gives (``None``: the name is a hub name); raises its own
+            one-line error for a path that cannot be one.
+        get: ``get(local_only)``: the thing's local path (snapshot folder, file) from the cache
+            only (``True``) or from the Hub (``False``).
+        not_found: builds the one-line error from a reason ("HF_HUB_OFFLINE is set", "the
+            Hugging Face Hub cannot be reached", ...; told apart by huggingface_hub's error types).
+        what: named in the "downloading" log line.
+    """
+    found = local()
+    if found is not None:
+        return found
     try:
-        return _snapshot(repo, kind, revision, local_only=True)
+        return get(True)
     except Exception as err:
         cached_err = err
     if is_offline():
-        raise _not_found(repo, kind, "HF_HUB_OFFLINE is set") from cached_err
-    log.info("downloading %s into %s", repo, cache_dir())
+        raise not_found("HF_HUB_OFFLINE is set") from cached_err
+    log.info("downloading %s into %s", what, cache_dir())
     try:
-        return _snapshot(repo, kind, revision, local_only=False)
+        return get(False)
     except Exception as err:
-        raise _not_found(repo, kind, _reason(err)) from err
+        raise not_found(_reason(err)) from err
 
 
 def _snapshot(repo: str, kind: Kind, revision: str | None, local_only: bool) -> Path:

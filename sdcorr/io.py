@@ -26,6 +26,25 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def make_output_dir(path: str | Path, option: str) -> bool:
+    """Create the output folder ``path`` (and its parents) if needed; return whether it was
+    created here.
+
+    Raises:
+        OutputError: one line naming ``option`` and ``path`` when the folder cannot be created
+            or written (read-only parent, ``/proc``, a file in the way).
+    """
+    path = Path(path)
+    existed = path.is_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{option} {path}: cannot create the folder ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: the folder is not writable")
+    return not existed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""

@@ -1,4 +1,10 @@
-"""``SDDino``: the extractors, fusion and matchers behind one object.
+"""``SDDino``: the extractors, the feature cache, fusion and the matchers behind one object.
+
+The jobs live in their own modules; this class only wires them together:
+:mod:`sdcorr.loading` loads the models, :mod:`sdcorr.cache` keeps each image's raw features
+(extracted once per process, mirrors included), :mod:`sdcorr.fusion` fuses a pair,
+:mod:`sdcorr.pair` builds the pair to match (masks, flip alignment) and transfers points or
+computes the dense flow on it.
 
 Example:
     >>> pipe = SDDino.from_pretrained("sd-dino")  # doctest: +SKIP
@@ -9,69 +15,51 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import PipelineConfig, get_preset, with_models
-from .flip import FlipDecision, as_mask, decide, mirror_image, mirror_mask, mirror_points
+from .cache import FeatureCache, ImageFeatures, content_key, extraction_key
+from .config import MatchConfig, PipelineConfig, get_preset, with_models
+from .flip import FlipDecision, mirror_image
 from .fusion import fuse_pair
-from .hub import resolve_model
 from .image import ImageLike, load_image
-from .match.dense import DenseFlow, match_dense
+from .match.dense import DenseFlow
 from .match.sparse import transfer_points
+from .pair import FusedPair, MaskLike, build_pair, dense_flow, resolve_mask, transfer
 from .types import FeatureMap, Matches
+
+__all__ = ["ImageFeatures", "MaskLike", "SDDino"]
 
 SDFn = Callable[..., dict[str, FeatureMap]]  # (images, category) -> {layer: FeatureMap}
 DinoFn = Callable[[Sequence[ImageLike]], FeatureMap]
 Categories = str | Sequence[str | None] | None
-MaskLike = np.ndarray | torch.Tensor | str | None  # an (H, W) bool mask, "auto" or None
-
-
-@dataclass(frozen=True)
-class ImageFeatures:
-    """Raw features of one image, before the per-pair PCA (what a cache stores).
-
-    Attributes:
-        maps: ``{"s3"|"s4"|"s5"|"dino": FeatureMap (1, C, h, w)}`` for the enabled branches.
-    """
-
-    maps: dict[str, FeatureMap]
-
-    def to(self, *args: Any, **kwargs: Any) -> ImageFeatures:
-        """Move/cast every map like :meth:`torch.Tensor.to`."""
-        return ImageFeatures({k: v.to(*args, **kwargs) for k, v in self.maps.items()})
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the feature tensors."""
-        return sum(m.features.numel() * m.features.element_size() for m in self.maps.values())
-
-    def sd(self) -> dict[str, FeatureMap] | None:
-        """The SD layer maps, or ``None`` without the SD branch."""
-        sd = {k: v for k, v in self.maps.items() if k != "dino"}
-        return sd or None
+Points = torch.Tensor | np.ndarray | list
+PAIR_MEMO = 2  # fused pairs kept (a demo click after the page's preparation reuses its pair)
 
 
 class SDDino:
     """Zero-shot semantic correspondence from fused SD and DINOv2 features.
 
     Args:
-        config: the resolved pipeline configuration.
+        config: the resolved pipeline configuration (its ``match`` settings, flip alignment
+            included, apply to every match unless a call overrides them).
         sd: callable ``(images, category) -> {layer: FeatureMap}`` (an
             :class:`~sdcorr.features.sd.SDFeatureExtractor`, or any stand-in), ``None`` when the
             config has no SD branch.
         dino: callable ``(images) -> FeatureMap`` (a
             :class:`~sdcorr.features.dino.ViTExtractor`, or any stand-in), ``None`` without DINO.
-        cache_size: images whose raw features the pair methods (``features``, ``match_points``,
-            ``match_dense``, ``foreground_mask``) keep in memory, keyed by pixel content,
-            category and mirroring (0: no cache; stand-in extractors that treat the images of a
-            batch differently need 0).
+        cache_size: images whose raw features are kept in memory (:mod:`sdcorr.cache`; each
+            image is extracted in its own call, so results never depend on batching; 0: none
+            kept). ``None`` with no ``cache_dir``: no cache, every call extracts its images as
+            one batch (what stand-in extractors that treat the images of a batch differently
+            need).
+        cache_dir: folder of an on-disk feature cache shared between runs (``None``: none).
     """
 
     def __init__(
@@ -79,15 +67,20 @@ class SDDino:
         config: PipelineConfig,
         sd: SDFn | None = None,
         dino: DinoFn | None = None,
-        cache_size: int = 0,
+        cache_size: int | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
+        if sd is None and dino is None:
+            raise ValueError("SDDino needs an SD extractor, a DINO extractor, or both")
         self.config = config
         self.sd = sd
         self.dino = dino
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str | None], ImageFeatures] = OrderedDict()
-        if sd is None and dino is None:
-            raise ValueError("SDDino needs an SD extractor, a DINO extractor, or both")
+        branch = sd if sd is not None else dino
+        key = extraction_key(config, getattr(branch, "dtype", None))
+        self._batch = cache_size is None and cache_dir is None  # no cache at all
+        self.cache = FeatureCache(self._extract_one, size=cache_size or 0, disk=cache_dir,
+                                  config_key=key, device=getattr(branch, "device", "cpu"))  # fmt: skip
+        self._pairs: OrderedDict[tuple, FusedPair] = OrderedDict()
 
     @classmethod
     def from_pretrained(
@@ -104,6 +97,7 @@ class SDDino:
         compile: bool = False,
         progress: Callable[[str], None] | None = None,
         cache_size: int = 8,
+        cache_dir: str | Path | None = None,
     ) -> SDDino:
         """Load the models of a preset (or of ``config``).
 
@@ -118,34 +112,21 @@ class SDDino:
             channels_last: store U-Net/VAE conv weights channels-last (for CUDA tensor cores).
             compile: ``torch.compile`` the model blocks (hooked modules stay eager).
             progress: called with a short message before each model loads.
-            cache_size: images whose raw features are kept for the pair methods.
+            cache_size: images whose raw features are kept in memory.
+            cache_dir: folder of an on-disk feature cache (``None``: memory only).
         """
-        from .features.dino import ViTExtractor
-        from .features.sd import SDFeatureExtractor
+        from .loading import load_extractors
 
         cfg = with_models(config or get_preset(preset), sd_model=sd_model, dino_model=dino_model)
-        for kind, branch in (("dino", cfg.dino), ("sd", cfg.sd)):
-            if branch is not None:
-                resolve_model(branch.model, kind)  # fail on a missing model before loading any
-        note = progress or (lambda _msg: None)
-        sd = dino = None
-        if cfg.sd is not None:
-            note(f"loading Stable Diffusion ({cfg.sd.model})")
-            sd = SDFeatureExtractor.from_pretrained(
-                cfg.sd.model, config=cfg.sd, device=device, dtype=dtype, attention=attention
-            ).optimize(channels_last=channels_last, compile=compile)
-        if cfg.dino is not None:
-            note(f"loading DINO ({cfg.dino.model})")
-            dino = ViTExtractor.from_config(cfg.dino, device=device, dtype=dtype)
-            dino.optimize(compile=compile)
-            cfg = replace(cfg, dino=replace(cfg.dino, frame=dino.config.frame))  # resolved frame
-        return cls(cfg, sd, dino, cache_size=cache_size)
+        ext = load_extractors(cfg, device, dtype, attention, channels_last, compile, progress)
+        return cls(ext.config, ext.sd, ext.dino, cache_size=cache_size, cache_dir=cache_dir)
 
     # ------------------------------------------------------------------ features
     def extract(
         self, images: Sequence[ImageLike], category: Categories = None, mirrored: bool = False
     ) -> list[ImageFeatures]:
-        """Raw per-image features (before the per-pair PCA), one :class:`ImageFeatures` each.
+        """Raw per-image features (before the per-pair PCA) of ``images`` in one batch, with no
+        cache: one :class:`ImageFeatures` each.
 
         Args:
             images: paths, PIL images, arrays or tensors.
@@ -161,28 +142,20 @@ class SDDino:
             maps["dino"] = self.dino(images)
         return [ImageFeatures({k: v[i] for k, v in maps.items()}) for i in range(len(images))]
 
+    def _extract_one(
+        self, image: ImageLike, category: str | None, mirrored: bool = False
+    ) -> ImageFeatures:
+        return self.extract([image], category, mirrored)[0]
+
     def image_features(
         self, images: Sequence[ImageLike], category: str | None = None, mirrored: bool = False
     ) -> list[ImageFeatures]:
-        """Like :meth:`extract` (of the mirrored images when ``mirrored``), through the cache:
-        an image already seen (same pixels after any mirroring, same category) is not
-        extracted again, and the misses are extracted in one batch."""
-        pil = [mirror_image(im) if mirrored else load_image(im) for im in images]
-        if self.cache_size <= 0:
-            return self.extract(pil, category)
-        keys = [(_pixel_key(im), category) for im in pil]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if todo:
-            first = {k: pil[keys.index(k)] for k in todo}
-            for k, feats in zip(todo, self.extract(list(first.values()), category), strict=True):
-                self._cache[k] = feats
-        out = []
-        for k in keys:
-            self._cache.move_to_end(k)
-            out.append(self._cache[k])
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return out
+        """:meth:`extract` through the feature cache (:attr:`cache`): an image already seen
+        (same content, mirroring and category) is not extracted again."""
+        if self._batch:
+            self.cache.count_extracted(len(images), mirrored)
+            return self.extract(images, category, mirrored)
+        return self.cache.get_many(images, category, mirrored)
 
     def fuse(self, a: ImageFeatures, b: ImageFeatures) -> tuple[FeatureMap, FeatureMap]:
         """Per-pair co-PCA and fusion → two ``(1, D, h, w)`` descriptor maps."""
@@ -191,11 +164,9 @@ class SDDino:
     def features(
         self, img_a: ImageLike, img_b: ImageLike, category: str | None = None
     ) -> tuple[FeatureMap, FeatureMap]:
-        """Fused descriptor maps of a pair (both images extracted in one batch)."""
-        fa, fb = self.image_features([img_a, img_b], category)
-        return self.fuse(fa, fb)
+        """Fused descriptor maps of a pair (each image from the cache, or extracted once)."""
+        return self.fuse(*self.image_features([img_a, img_b], category))
 
-    # ------------------------------------------------------------------ masks
     def foreground_mask(
         self, image: ImageLike, category: str | None = None, mirrored: bool = False
     ) -> np.ndarray:
@@ -203,63 +174,47 @@ class SDDino:
         ``mirrored``) from its DINO tokens (the finest SD layer without a DINO branch): token
         clusters rarely seen on the image border (see :mod:`sdcorr.masks`). Served from the
         feature cache when the image was just matched."""
-        return self._resolve_mask("auto", self.image_features([image], category, mirrored)[0])
+        feats = self.image_features([image], category, mirrored)[0]
+        return resolve_mask("auto", feats, self.config.fusion.sd_layers)
 
-    def _mask_source(self, feats: ImageFeatures) -> FeatureMap:
-        if "dino" in feats.maps:
-            return feats.maps["dino"]
-        sd = feats.sd() or {}
-        order = [k for k in self.config.fusion.sd_layers if k in sd] or sorted(sd)
-        return sd[order[0]]
+    # ------------------------------------------------------------------ pairs
+    def match_config(self, **overrides: Any) -> MatchConfig:
+        """The config's :class:`MatchConfig` with ``overrides`` (``None`` values keep a field)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self.config.match, **given) if given else self.config.match
 
-    def _resolve_mask(
-        self, mask: MaskLike, feats: ImageFeatures
-    ) -> np.ndarray | torch.Tensor | None:
-        if isinstance(mask, str):
-            if mask != "auto":
-                raise ValueError(f"mask must be an (H, W) array, 'auto' or None, got {mask!r}")
-            from .masks import foreground_mask
-
-            return foreground_mask(self._mask_source(feats))
-        return as_mask(mask)
-
-    def _pair(
+    def pair(
         self,
         img_a: ImageLike,
         img_b: ImageLike,
-        category: str | None,
-        mask_a: MaskLike,
-        mask_b: MaskLike,
-        flip_align: bool,
-    ) -> _Pair:
-        """Fused maps and masks of (A, B), and of (mirror(A), B) when flip alignment decides
-        for the mirror."""
+        category: str | None = None,
+        mask_a: MaskLike = None,
+        mask_b: MaskLike = None,
+        **match: Any,
+    ) -> FusedPair:
+        """The pair to match: fused maps, resolved masks and (with ``flip_align``) the source
+        view closer to B (see :mod:`sdcorr.pair`). ``match`` overrides
+        :class:`~sdcorr.config.MatchConfig` fields. The last pairs built from images and
+        ``None``/``"auto"`` masks are remembered (when the cache keeps features in memory), so
+        asking again costs no fusion."""
+        cfg = self.match_config(**match)
+        memo = self.cache.size > 0
+        key = _memo_key(img_a, img_b, category, mask_a, mask_b, cfg, self.config) if memo else None
+        if key is not None and key in self._pairs:
+            self._pairs.move_to_end(key)
+            return self._pairs[key]
         ra, rb = self.image_features([img_a, img_b], category)
         mirror = lambda: self.image_features([img_a], category, mirrored=True)[0]  # noqa: E731
-        return self._pair_raw(ra, rb, mirror, mask_a, mask_b, flip_align)
+        pair = self._build(ra, rb, mirror, mask_a, mask_b, cfg)
+        if key is not None:
+            self._pairs[key] = pair
+            while len(self._pairs) > PAIR_MEMO:
+                self._pairs.popitem(last=False)
+        return pair
 
-    def _pair_raw(
-        self,
-        ra: ImageFeatures,
-        rb: ImageFeatures,
-        mirror: Callable[[], ImageFeatures],
-        mask_a: MaskLike,
-        mask_b: MaskLike,
-        flip_align: bool,
-    ) -> _Pair:
-        ma = self._resolve_mask(mask_a, ra)
-        mb = self._resolve_mask(mask_b, rb)
-        fa, fb = self.fuse(ra, rb)
-        pair = _Pair(fa, fb, ma, mb)
-        if not flip_align:
-            return pair
-        rm = mirror()
-        mm = self._resolve_mask(mask_a, rm) if isinstance(mask_a, str) else mirror_mask(ma)
-        fm, fbm = self.fuse(rm, rb)
-        decision = decide(fa, fb, fm, fbm, ma, mb, mm)
-        if decision.flipped:
-            return _Pair(fm, fbm, mm, mb, decision)
-        return replace(pair, decision=decision)
+    def _build(self, ra, rb, mirror, mask_a, mask_b, cfg: MatchConfig) -> FusedPair:
+        layers = self.config.fusion.sd_layers
+        return build_pair(self.fuse, ra, rb, mirror, (mask_a, mask_b), cfg, layers)
 
     def flip_decision(
         self,
@@ -270,36 +225,36 @@ class SDDino:
         mask_b: MaskLike = None,
     ) -> FlipDecision:
         """Whether A's mirror matches B better (see :mod:`sdcorr.flip`), with both distances."""
-        pair = self._pair(img_a, img_b, category, mask_a, mask_b, True)
-        assert pair.decision is not None
-        return pair.decision
+        decision = self.pair(img_a, img_b, category, mask_a, mask_b, flip_align=True).decision
+        assert decision is not None
+        return decision
 
     # ------------------------------------------------------------------ matching
     def match_fused(
         self,
         fa: FeatureMap,
         fb: FeatureMap,
-        points_a: torch.Tensor | np.ndarray | list,
+        points_a: Points,
         mask_a: np.ndarray | torch.Tensor | None = None,
         mask_b: np.ndarray | torch.Tensor | None = None,
         **match: Any,
     ) -> Matches:
         """Transfer ``points_a (K, 2)`` from fused map ``fa`` to ``fb``; ``match`` overrides
         :class:`~sdcorr.config.MatchConfig` fields (``mutual``, ``soft_argmax``, ...)."""
-        cfg = replace(self.config.match, **match)
+        cfg = self.match_config(**match)
         return transfer_points(fa, fb, points_a, cfg, mask_a=mask_a, mask_b=mask_b)
 
     def match_raw(
         self,
         ra: ImageFeatures,
         rb: ImageFeatures,
-        points_a: torch.Tensor | np.ndarray | list,
+        points_a: Points,
         mirror: ImageFeatures | None = None,
         mask_a: MaskLike = None,
         mask_b: MaskLike = None,
         **match: Any,
     ) -> Matches:
-        """:meth:`match_points` on raw per-image features (e.g. from a feature cache).
+        """:meth:`match_points` on raw per-image features (e.g. read from a feature file).
 
         Args:
             ra: raw features of A (:meth:`extract`).
@@ -311,27 +266,14 @@ class SDDino:
             mask_b: ``(Hb, Wb)`` bool, ``"auto"`` or ``None``.
             match: :class:`~sdcorr.config.MatchConfig` overrides (``flip_align``, ...).
         """
-        cfg = replace(self.config.match, **match)
-        if cfg.flip_align and mirror is None:
-            raise ValueError("flip alignment needs the raw features of A's mirror")
-        pair = self._pair_raw(ra, rb, lambda: mirror, mask_a, mask_b, cfg.flip_align)
-        return self._match_pair(pair, points_a, match)
-
-    def _match_pair(self, pair: _Pair, points_a: Any, match: dict[str, Any]) -> Matches:
-        if not pair.flipped:
-            return self.match_fused(pair.fa, pair.fb, points_a, pair.mask_a, pair.mask_b, **match)
-        geo = pair.fa.geometry[0]  # the mirror's: same size as A
-        pts = geo.check_inside(points_a, "points of A")
-        m = self.match_fused(
-            pair.fa, pair.fb, mirror_points(pts, geo.width), pair.mask_a, pair.mask_b, **match
-        )
-        return replace(m, points_a=pts.float(), flipped=True)
+        cfg = self.match_config(**match)
+        return transfer(self._build(ra, rb, lambda: mirror, mask_a, mask_b, cfg), points_a)
 
     def match_points(
         self,
         img_a: ImageLike,
         img_b: ImageLike,
-        points_a: torch.Tensor | np.ndarray | list,
+        points_a: Points,
         category: str | None = None,
         mask_a: MaskLike = None,
         mask_b: MaskLike = None,
@@ -355,9 +297,7 @@ class SDDino:
             :class:`~sdcorr.types.Matches` with ``points_a`` as given and ``points_b`` in B's
             original pixels.
         """
-        cfg = replace(self.config.match, **match)
-        pair = self._pair(img_a, img_b, category, mask_a, mask_b, cfg.flip_align)
-        return self._match_pair(pair, points_a, match)
+        return transfer(self.pair(img_a, img_b, category, mask_a, mask_b, **match), points_a)
 
     def match_dense(
         self,
@@ -367,53 +307,26 @@ class SDDino:
         grid: int | None = None,
         mask_a: MaskLike = None,
         mask_b: MaskLike = None,
-        flip_align: bool | None = None,
+        **match: Any,
     ) -> DenseFlow:
         """Dense B → A correspondence (``DenseFlow.to_pixels()`` gives per-pixel positions).
 
         Args:
+            grid: cells per side of the match grid (``None``: the native grid).
             mask_a: ``(Ha, Wa)`` bool, ``"auto"`` or ``None``: only A cells inside are matched.
             mask_b: ``(Hb, Wb)`` bool, ``"auto"`` or ``None``: only B cells inside are valid.
-            flip_align: match against A's mirror when it is closer to B (default: the config's
-                ``match.flip_align``); the flow then still points into A's own pixels.
+            match: :class:`~sdcorr.config.MatchConfig` overrides, e.g. ``flip_align=True``
+                (match against A's mirror when it is closer to B; the flow then still points
+                into A's own pixels).
         """
-        flip = self.config.match.flip_align if flip_align is None else flip_align
-        pair = self._pair(img_a, img_b, category, mask_a, mask_b, flip)
-        flow = match_dense(pair.fa, pair.fb, grid, self.config.match, pair.mask_a, pair.mask_b)
-        if not pair.flipped:
-            return flow
-        return _unmirror_flow(flow, load_image(img_a).width)
+        return dense_flow(self.pair(img_a, img_b, category, mask_a, mask_b, **match), grid)
 
 
-@dataclass(frozen=True)
-class _Pair:
-    """Fused maps and resolved masks of the source view that is used (A or its mirror)."""
-
-    fa: FeatureMap
-    fb: FeatureMap
-    mask_a: np.ndarray | torch.Tensor | None
-    mask_b: np.ndarray | torch.Tensor | None
-    decision: FlipDecision | None = None
-
-    @property
-    def flipped(self) -> bool:
-        return self.decision is not None and self.decision.flipped
-
-
-def _pixel_key(image: Any) -> str:
-    """Content key of a decoded (and possibly mirrored) image: sha1 of size, mode and pixels,
-    so a mirror given as B and the mirror made for flip alignment share one entry."""
-    h = hashlib.sha1(f"{image.size}{image.mode}".encode())
-    h.update(image.tobytes())
-    return h.hexdigest()
-
-
-def _unmirror_flow(flow: DenseFlow, width: int) -> DenseFlow:
-    """A flow into mirror(A)'s grid → the same flow into A's grid (fractional cells; A and its
-    mirror share size, frame and grid, so ``geometry_a`` is unchanged)."""
-    ga = flow.geometry_a
-    h, w, _ = flow.cells_a.shape
-    px = mirror_points(flow.points_a().reshape(-1, 2), width)
-    frame = ga.to_frame(px)
-    cells = (frame - (ga.cell - 1) / 2) / ga.stride
-    return replace(flow, cells_a=cells.float().view(h, w, 2))
+def _memo_key(
+    img_a: ImageLike, img_b: ImageLike, category: str | None, mask_a: MaskLike, mask_b: MaskLike,
+    cfg: MatchConfig, config: PipelineConfig,
+) -> tuple | None:  # fmt: skip
+    """The key of a pair in the memo, or ``None`` when a mask is an array (not remembered)."""
+    if not all(m is None or isinstance(m, str) for m in (mask_a, mask_b)):
+        return None
+    return (content_key(img_a), content_key(img_b), category, mask_a, mask_b, cfg, config)

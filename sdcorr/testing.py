@@ -13,11 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .image import ImageLike
+    from .types import FeatureMap
 
 TINY_DINO = dict(
     hidden_size=32,
@@ -284,3 +291,34 @@ class PositionOracle:
                 torch.cat([m.features for m in maps]), tuple(m.geometry[0] for m in maps)
             )
         return out
+
+
+class SharedExtractor:
+    """An extractor whose features are computed once per image (keyed by its pixels) and then
+    served from memory: the real-weights tests of several modules match, mask and flip the
+    same spair-mini images at the 840 frame, and each is extracted once per test session.
+
+    One image per call of the wrapped extractor, so a feature never depends on which other
+    images shared its batch. ``extracted`` counts the images actually run through the model.
+    """
+
+    def __init__(self, inner: Callable[[list], FeatureMap]) -> None:
+        self.inner = inner
+        self.frame = inner.config.frame
+        self.extracted = 0
+        self._memo: dict[tuple, object] = {}
+
+    def __call__(self, images: Sequence[ImageLike]) -> FeatureMap:
+        """``(B, C, h, w)`` features of ``images``, each image run through the model once."""
+        from .image import load_image
+        from .types import FeatureMap
+
+        maps = []
+        for image in map(load_image, images):
+            key = (image.size, image.mode, hashlib.sha1(image.tobytes()).hexdigest())
+            if key not in self._memo:
+                self._memo[key] = self.inner([image])
+                self.extracted += 1
+            maps.append(self._memo[key])
+        feats = torch.cat([m.features for m in maps])
+        return FeatureMap(feats, tuple(m.geometry[0] for m in maps))

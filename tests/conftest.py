@@ -50,6 +50,37 @@ def dinov2_small() -> Path:
     return DINOV2_SMALL
 
 
+@pytest.fixture(scope="session")
+def real_dino(dinov2_small: Path):
+    """The ``dino`` preset's extractor (block 11, 840 frame) on the real DINOv2-S weights,
+    shared by every test of the session (:class:`sdcorr.testing.SharedExtractor`)."""
+    from dataclasses import replace
+
+    from sdcorr.config import get_preset
+    from sdcorr.features.dino import ViTExtractor
+    from sdcorr.testing import SharedExtractor
+
+    cfg = replace(get_preset("dino").dino, model=str(dinov2_small))
+    return SharedExtractor(ViTExtractor.from_config(cfg, device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def real_dino_pipe(real_dino, dinov2_small: Path):
+    """``make(config=None)``: an ``SDDino`` of ``config`` (default: the ``dino`` preset) on
+    the shared real DINOv2-S extractor, as ``SDDino.from_pretrained`` would build it."""
+    from dataclasses import replace
+
+    from sdcorr.config import get_preset
+    from sdcorr.pipeline import SDDino
+
+    def make(config=None) -> SDDino:
+        cfg = config or get_preset("dino")
+        dino = replace(cfg.dino, model=str(dinov2_small), frame=real_dino.frame)
+        return SDDino(replace(cfg, dino=dino), dino=real_dino, cache_size=32)
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the network: the hub is told to stay offline."""
@@ -65,3 +96,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_cuda)
         if "weights" in item.keywords and os.environ.get("SDCORR_WEIGHTS") != "1":
             item.add_marker(skip_weights)
+
+
+# Tests that a CI run must not skip: under CI=true their skip is a failure that says why.
+MUST_RUN_IN_CI = ("realweights", "browser")
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (``CI=true``, as CI services and ``.ci/run`` set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI=true, a skipped ``realweights`` or ``browser`` test fails, naming the test and
+    the reason it could not run (the weights folder, Chromium or Playwright that is missing)."""
+    outcome = yield
+    report = outcome.get_result()
+    marks = [m for m in MUST_RUN_IN_CI if m in item.keywords]
+    if report.skipped and marks and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: {item.nodeid} ({marks[0]}) could not run: {reason}"

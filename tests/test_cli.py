@@ -341,7 +341,7 @@ def test_default_grid_falls_back_to_every_cell_on_a_thin_image(caplog) -> None:
     """A 1000x30 image fits one 14-px cell row pair at 840, none on the every-4th-cell grid."""
     import torch
 
-    from sdcorr.commands.match import _grid_points
+    from sdcorr.commands.pair_steps import grid_points as _grid_points
     from sdcorr.image import Geometry
     from sdcorr.types import FeatureMap
 

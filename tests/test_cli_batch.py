@@ -87,10 +87,10 @@ def test_pairs_extract_each_image_once_and_equal_single_runs(
 def test_bad_pairs_line_is_named_before_any_model_loads(
     pairs_file, tmp_path, capsys, monkeypatch, content, message
 ) -> None:
-    def no_models(_args):
+    def no_models(*_args, **_kwargs):
         raise AssertionError("models must not load for a bad pairs file")
 
-    monkeypatch.setattr("sdcorr.commands.common.load_pipeline", no_models)
+    monkeypatch.setattr("sdcorr.pipeline.SDDino.from_pretrained", no_models)
     pairs_file.write_text(content)
     out = tmp_path / "out"
     assert main(["match", "--pairs", str(pairs_file), "--out-dir", str(out)]) == 2
@@ -159,3 +159,69 @@ def test_flow_of_identical_images_stays_in_each_pixels_cell(tiny_models, tmp_pat
     np.testing.assert_allclose(score, 1.0, atol=1e-5)
     img = np.asarray(Image.open(pca))
     np.testing.assert_array_equal(img[:, :512], img[:, 512:])
+
+
+class _CountingCalls:
+    """Wraps a function or an extractor's ``__call__``: records each call's images."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.images = fn, []
+
+    def method(self):
+        def call(ext, images, *args, **kwargs):
+            self.images += [np.asarray(im).tobytes() for im in images]
+            return self.fn(ext, images, *args, **kwargs)
+
+        return call
+
+
+def test_pairs_with_flip_and_auto_masks_extract_each_image_and_mirror_once(
+    pairs_file, tiny_models, tmp_path, capsys, monkeypatch
+) -> None:
+    from sdcorr.features.dino import ViTExtractor
+    from sdcorr.flip import mirror_image
+    from sdcorr.image import load_image
+
+    counter = _CountingCalls(ViTExtractor.__call__)
+    monkeypatch.setattr(ViTExtractor, "__call__", counter.method())
+    out = tmp_path / "out"
+    rc = main(["-q", "match", "--pairs", str(pairs_file), "--out-dir", str(out), "--flip-align",
+               "--mask-a", "auto", "--mask-b", "auto", "--preset", "dino", "--dense-grid", "40",
+               "--flow", "flow.npz", *SMALL, *_models(tiny_models)])  # fmt: skip
+    assert rc == 0
+    imgs = [load_image(pairs_file.parent / "imgs" / n) for n in ("astro.jpg", "grace.jpg",
+                                                                  "dog one.jpg")]  # fmt: skip
+    want = [np.asarray(im).tobytes() for im in imgs]
+    want += [np.asarray(mirror_image(im)).tobytes() for im in imgs]  # every image is an A once
+    assert sorted(counter.images) == sorted(want)  # each image once, each mirror once
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("3 pairs, 3 images and 3 mirrors extracted, 6 files written to ")
+    for name in ("astro-grace", "grace-dog one", "dog one-astro"):
+        assert json.loads((out / f"{name}.json").read_text())["config"]["match"]["flip_align"]
+
+
+def test_single_run_builds_pair_masks_and_flip_decision_once(tiny_models, tmp_path,
+                                                            monkeypatch) -> None:  # fmt: skip
+    """``--flip-align`` with automatic masks, points and the dense swap: one fused (A, B), one
+    fused (mirror(A), B), three masks (A, B, mirror(A)) and one flip decision."""
+    from sdcorr import masks, pair
+    from sdcorr.pipeline import SDDino
+
+    calls = {"fuse": 0, "decide": 0, "mask": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(SDDino, "fuse", counting("fuse", SDDino.fuse))
+    monkeypatch.setattr(pair, "decide", counting("decide", pair.decide))
+    monkeypatch.setattr(masks, "foreground_mask", counting("mask", masks.foreground_mask))
+    rc = main(["-q", "match", A, B, "--flip-align", "--mask-a", "auto", "--mask-b", "auto",
+               "--out", str(tmp_path / "s.png"), "--json", str(tmp_path / "m.json"),
+               "--flow", str(tmp_path / "f.npz"), "--preset", "dino", "--dense-grid", "40",
+               *SMALL, *_models(tiny_models)])  # fmt: skip
+    assert rc == 0
+    assert calls == {"fuse": 2, "decide": 1, "mask": 3}

@@ -50,6 +50,23 @@ def _maps(seed: int = 0) -> tuple[FeatureMap, FeatureMap]:
     return FeatureMap(f[:1], (geo,)), FeatureMap(f[1:], (geo,))
 
 
+def test_a_tie_does_not_flip(tiny_pipe) -> None:
+    """Issue 19: the mirror wins only when strictly closer. A left-right symmetric source (its
+    mirror has the same features) and empty masks on both sides (no distance either way) keep
+    the original view."""
+    fa, fb = _maps()
+    d = decide(fa, fb, fa, fb)
+    assert d.distance == d.distance_flipped and not d.flipped
+    empty = np.zeros((224, 224), bool)
+    d = decide(fa, fb, fb, fa, empty, empty)
+    assert d.distance == d.distance_flipped == float("inf") and not d.flipped
+    half = np.asarray(Image.open(EXAMPLES / "astronaut.jpg").convert("RGB").resize((100, 150)))
+    symmetric = Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1))
+    other = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").resize((200, 150))
+    decision = tiny_pipe.flip_decision(symmetric, other)
+    assert decision.distance == decision.distance_flipped and not decision.flipped
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_decision_prefers_the_view_that_matches(masked: bool) -> None:
     fa, fa_mirror = _maps()
@@ -139,19 +156,24 @@ def test_dense_flow_with_flip_points_into_the_unmirrored_source(tiny_pipe) -> No
     img = Image.open(EXAMPLES / "grace_hopper.jpg").convert("RGB").resize((180, 150))
     flow = tiny_pipe.match_dense(img, mirror_image(img), flip_align=True)
     px = flow.to_pixels()  # (H, W, 2) positions in A for every pixel of B = mirror(A)
-    ys, xs = torch.meshgrid(torch.arange(150.0), torch.arange(180.0), indexing="ij")
-    expected_x = 179 - xs
+    # B's features are those of the mirror, so every B cell matches its own cell of the
+    # mirror, whose centre is reported at its mirror position in A: exactly, to float error
+    # (half a frame pixel off, 0.4 px here, is a bug)
+    gb = flow.geometry_b
+    centres = gb.cell_to_original(gb.to_cell(gb.pixel_centres()))
+    expected = mirror_points(centres, 180).view(150, 180, 2)
+    assert (px.double() - expected).abs().max() <= 1e-3
+    expected_x = 179 - torch.arange(180.0).expand(150, 180)
     cell = flow.geometry_a.stride * 180 / flow.geometry_a.resized[0]  # one cell in A's pixels
-    err = (px[..., 0] - expected_x).abs().max()
-    assert err <= cell and (px[..., 1] - ys).abs().max() <= cell
     plain = tiny_pipe.match_dense(img, mirror_image(img))
     assert (plain.to_pixels()[..., 0] - expected_x).abs().mean() > 2 * cell
 
 
 # ---------------------------------------------------------------------------- real weights
 @pytest.fixture(scope="module")
-def real_pipe(dinov2_small) -> SDDino:
-    return SDDino.from_pretrained("dino", dino_model=str(dinov2_small), device="cpu")
+def real_pipe(real_dino_pipe) -> SDDino:
+    """The ``dino`` preset on real DINOv2-S (the session's shared extractor)."""
+    return real_dino_pipe()
 
 
 @pytest.mark.realweights

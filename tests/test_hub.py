@@ -89,3 +89,41 @@ def test_download_failures_are_told_apart_by_error_type(make, reason, tmp_path,
     with pytest.raises(ModelNotFoundError, match=reason) as err:
         hub.resolve_model("org/model", "dino")
     assert "\n" not in str(err.value) and "sdcorr download --model org/model" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda e: _http_error(e.GatedRepoError, 403, "Could not resolve"), "gated"),
+        (lambda e: _http_error(e.HfHubHTTPError, 500), "HTTP 500"),
+        (lambda e: e.LocalEntryNotFoundError("no file"), "cannot be reached"),
+    ],
+)
+def test_unet_weight_files_climb_the_same_ladder(make, reason, tmp_path, monkeypatch) -> None:
+    """``repo:file`` U-Net weights: cache, then Hub, failures classified by the same code as
+    model folders (a second classification would drift)."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    from sdcorr.features.unet_weights import resolve_weights
+
+    monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "cache_dir", lambda: tmp_path)
+    asked: list[bool] = []
+
+    def download(repo, filename, local_files_only=False):
+        asked.append(local_files_only)
+        raise errors.LocalEntryNotFoundError("not cached") if local_files_only else make(errors)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(ModelNotFoundError, match=reason) as err:
+        resolve_weights("org/unet:w.safetensors")
+    assert asked == [True, False] and "\n" not in str(err.value)
+    assert "--unet-weights PATH" in str(err.value) and str(tmp_path) in str(err.value)
+    monkeypatch.setattr(hub, "is_offline", lambda: True)
+    asked.clear()
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
+        resolve_weights("org/unet:w.safetensors")
+    assert asked == [True]  # offline: the cache only
+    with pytest.raises(ModelNotFoundError, match="U-Net weights file not found"):
+        resolve_weights(str(tmp_path / "missing.safetensors"))

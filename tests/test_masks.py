@@ -90,9 +90,10 @@ SPAIR_IMAGES = 12
 
 
 @pytest.fixture(scope="module")
-def spair_masks(dinov2_small, spair_root) -> list[tuple[str, np.ndarray, list[int]]]:
-    """(name, automatic mask, annotated bbox) of the 12 spair-mini images (one extraction each)."""
-    pipe = SDDino.from_pretrained("dino", dino_model=str(dinov2_small), device="cpu")
+def spair_masks(real_dino_pipe, spair_root) -> list[tuple[str, np.ndarray, list[int]]]:
+    """(name, automatic mask, annotated bbox) of the 12 spair-mini images (the ``dino`` preset
+    on real DINOv2-S; features shared with the other real-weights tests of the session)."""
+    pipe = real_dino_pipe()
     out = []
     for path in sorted((spair_root / "JPEGImages").glob("*/*.jpg")):
         ann = spair_root / "ImageAnnotation" / path.parent.name / f"{path.stem}.json"

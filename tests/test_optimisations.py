@@ -32,10 +32,10 @@ from speedkit.runs import (  # noqa: E402
     workload_pairs,
 )
 
+from sdcorr.cache import FeatureCache  # noqa: E402
 from sdcorr.config import MatchConfig  # noqa: E402
 from sdcorr.device import native_dtype  # noqa: E402
 from sdcorr.errors import ConfigError  # noqa: E402
-from sdcorr.eval.cache import FeatureCache  # noqa: E402
 from sdcorr.features.accel import (  # noqa: E402
     ChannelsLastGroupNorm,
     compile_blocks,

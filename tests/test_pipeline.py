@@ -108,19 +108,20 @@ def test_geoaware_and_cleandift_presets_follow_their_configs() -> None:
 def test_cli_options_reach_the_config() -> None:
     import argparse
 
-    from sdcorr.commands.common import add_model_arguments, override_config
     from sdcorr.commands.match import add_arguments
+    from sdcorr.commands.options import add_model_options, resolve_args
 
     p = argparse.ArgumentParser()
     add_arguments(p)
     args = p.parse_args(["a.jpg", "b.jpg", "--unet-weights", "w.safetensors", "--no-noise",
                          "--flip-align", "--mask-a", "auto", "--mask-b", "auto"])  # fmt: skip
-    cfg = override_config(get_preset("sd-dino"), args)
+    r = resolve_args(args)
+    cfg = r.config
     assert cfg.sd.unet_weights == "w.safetensors" and not cfg.sd.noise
-    assert args.flip_align and args.mask_a == args.mask_b == "auto"
+    assert cfg.match.flip_align and r.run.masks == ("auto", "auto")
     q = argparse.ArgumentParser()
-    add_model_arguments(q)
-    plain = override_config(get_preset("sd-dino"), q.parse_args([]))
+    add_model_options(q)
+    plain = resolve_args(q.parse_args([])).config
     assert plain.sd.unet_weights is None and plain.sd.noise
 
 
@@ -141,3 +142,20 @@ def test_cli_flip_align_and_auto_masks(tiny_models, tmp_path) -> None:
     assert rc == 0 and out.is_file()
     data = json.loads(js.read_text())
     assert data["flipped"] is True and data["config"]["match"]["flip_align"] is True
+    # B is A's mirror, so A's mirror matches every cell of B to itself: each pixel of B's
+    # automatic mask is repainted with A's pixel at the mirror of its cell centre, the rest of
+    # B stays as it was
+    cfg = get_preset("dino")
+    cfg = dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino, frame=224))
+    pipe = SDDino.from_pretrained(config=cfg, dino_model=str(tiny_models["dino"]), device="cpu")
+    mask = pipe.foreground_mask(b)
+    assert 0.05 < mask.mean() < 0.95
+    geo = pipe.features(b, b)[0].geometry[0]
+    centres = geo.cell_to_original(geo.to_cell(geo.pixel_centres())).numpy().reshape(120, 160, 2)
+    xa = np.clip(np.floor(159 - centres[..., 0] + 0.5), 0, 159).astype(int)
+    ya = np.clip(np.floor(centres[..., 1] + 0.5), 0, 119).astype(int)
+    pixels_a, expected = np.asarray(Image.open(a)), np.asarray(Image.open(b)).copy()
+    expected[mask] = pixels_a[ya[mask], xa[mask]]
+    swapped = np.asarray(Image.open(out).convert("RGB"))
+    assert np.array_equal(swapped, expected)
+    assert not np.array_equal(swapped, np.asarray(Image.open(b)))  # the repaint did something

@@ -7,7 +7,8 @@ cell → pixel) is written out here from its formulas, independently of sdcorr's
 sdcorr's ``dino`` preset must agree with it. The weights are "real DINOv2-S, possibly lightly
 fine-tuned" (see their README): the PCK figures here are no official DINOv2-S numbers.
 
-Each image is extracted once per module (an 840 frame costs a few seconds per image on CPU).
+sdcorr's features of each image are extracted once per session (an 840 frame costs a few seconds
+per image on CPU) and shared with the real-weights tests of the masks and flip alignment.
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def images(pairs) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def pipe(dinov2_small) -> SDDino:
-    """The ``dino`` preset on the real weights, every cell a candidate (as in the reference)."""
-    cfg = replace(get_preset("dino"), match=MatchConfig(content_only=False))
-    return SDDino.from_pretrained(config=cfg, dino_model=str(dinov2_small), device="cpu")
+def pipe(real_dino_pipe) -> SDDino:
+    """The ``dino`` preset on the real weights, every cell a candidate (as in the reference);
+    its extractor is the session's (conftest ``real_dino``: each image extracted once)."""
+    return real_dino_pipe(replace(get_preset("dino"), match=MatchConfig(content_only=False)))
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,8 @@ def random_predictor(dinov2_small, images) -> ModelPredictor:
     torch.manual_seed(0)
     net = AutoModel.from_config(AutoConfig.from_pretrained(dinov2_small))
     cfg = replace(get_preset("dino"), match=MatchConfig(content_only=False))
-    pred = ModelPredictor(SDDino(cfg, dino=ViTExtractor(net, DinoConfig())), use_category=False)
+    pipe = SDDino(cfg, dino=ViTExtractor(net, DinoConfig()), cache_size=32)
+    pred = ModelPredictor(pipe, use_category=False)
     for path in images:
         pred.cache.get(path, None)
     return pred

@@ -1,223 +1,24 @@
-"""Options and steps shared by the ``match`` and ``extract`` subcommands.
-
-Option values are checked by argparse ``type=`` functions (:func:`int_at_least`,
-:func:`float_above`, :func:`side`), so a bad value is rejected while the command line is parsed,
-before anything loads, with the option's name in the one-line error. Checks that need several
-options or the preset (:func:`check_frames`, :func:`check_fits`) run right after, still before
-any model loads. A run's outputs are staged under temporary names and renamed together at the
-end (:class:`Outputs`), so a run leaves all of its outputs or none.
+"""Outputs shared by the commands: staged under temporary names and renamed together at the
+end (:class:`Outputs`), so a run leaves all of its outputs or none; distinct output names
+(:func:`check_distinct`); per-stage timings (:func:`stage`). The options every command shares
+are in :mod:`sdcorr.commands.options`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import PipelineConfig
-from ..errors import ConfigError, ImageLoadError, OutputError
+from ..errors import OutputError
 from ..io import check_writable
 
 log = logging.getLogger("sdcorr")
-
-#: Frame pixels per cell of the coarsest hooked U-Net layer (s5) of the SD-1.5/2.1 family: SD
-#: frames, tiles and tile offsets must be multiples of it.
-SD_COARSEST = 64
-#: Frame pixels per cell of the finest SD map used (s3) and of a DINOv2 patch.
-SD_FINEST, DINO_PATCH, DINOV3_PATCH = 16, 14, 16
-
-
-# ---------------------------------------------------------------------------- option types
-def int_at_least(low: int) -> Callable[[str], int]:
-    """argparse ``type``: an integer ``>= low``."""
-
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def float_above(low: float) -> Callable[[str], float]:
-    """argparse ``type``: a finite number ``> low``."""
-
-    def parse(text: str) -> float:
-        value = _number(text, float)
-        if not value > low or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number > {low:g}, got {text}")
-        return value
-
-    return parse
-
-
-def side(multiple: int, zero: str | None = None) -> Callable[[str], int]:
-    """argparse ``type``: a positive multiple of ``multiple`` (or 0 when ``zero`` says what it
-    means)."""
-
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value == 0 and zero:
-            return 0
-        if value < multiple or value % multiple:
-            also = f" (or 0: {zero})" if zero else ""
-            raise argparse.ArgumentTypeError(
-                f"must be a positive multiple of {multiple}{also}, got {value}"
-            )
-        return value
-
-    return parse
-
-
-def dino_side(text: str) -> int:
-    """argparse ``type`` of ``--dino-frame``: a multiple of DINOv2's patch (14) or DINOv3's (16);
-    the loaded model checks that it fits its own patch."""
-    value = _number(text, int)
-    if value <= 0 or (value % DINO_PATCH and value % DINOV3_PATCH):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive multiple of {DINO_PATCH} or {DINOV3_PATCH}, got {value}"
-        )
-    return value
-
-
-def _number(text: str, kind: type) -> int | float:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
-
-
-# ---------------------------------------------------------------------------- model options
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """``--preset --category --dino-model --sd-model --device --dtype --seed --attention`` and the
-    frame sizes."""
-    from ..config import PRESETS
-
-    p.add_argument("--preset", default="sd-dino", choices=list(PRESETS), help="configuration")
-    p.add_argument(
-        "--category", default=None, help='object category; SD prompt "a photo of a {category}"'
-    )
-    p.add_argument("--dino-model", default=None, help="DINOv2 hub id, alias or local folder")
-    p.add_argument(
-        "--sd-model", default=None, help="Stable Diffusion hub id, alias or local folder"
-    )
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument(
-        "--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, else fp32)"
-    )
-    p.add_argument("--seed", type=int, default=None, help="seed of the fixed SD noise (default 42)")
-    p.add_argument(
-        "--attention", default="sdpa", choices=["sdpa", "xformers"], help="U-Net attention"
-    )
-    p.add_argument(
-        "--sd-frame",
-        type=side(SD_COARSEST),
-        default=None,
-        help=f"SD frame side (default 960; a multiple of {SD_COARSEST})",
-    )
-    p.add_argument(
-        "--sd-tile",
-        type=side(SD_COARSEST, zero="no tiles"),
-        default=None,
-        help=f"SD tile side (default 512; a multiple of {SD_COARSEST}; 0: no tiles)",
-    )
-    p.add_argument(
-        "--unet-weights",
-        default=None,
-        help="U-Net weights replacing the SD pipeline's: a file or hub repo:filename (CleanDIFT)",
-    )
-    p.add_argument(
-        "--no-noise",
-        action="store_true",
-        help="feed clean latents to the U-Net (CleanDIFT; the timestep only conditions it)",
-    )
-    p.add_argument("--dino-frame", type=dino_side, default=None,
-                   help=f"DINO frame side (default 60 x patch: 840 for DINOv2, 960 for DINOv3;"
-                        f" a multiple of {DINO_PATCH} or {DINOV3_PATCH})")  # fmt: skip
-
-
-def resolve_config(args: argparse.Namespace) -> PipelineConfig:
-    """The preset with the command-line overrides, checked before any model loads."""
-    from ..config import get_preset
-    from ..device import resolve_device, resolve_dtype
-
-    cfg = override_config(get_preset(args.preset), args)
-    check_frames(cfg)
-    resolve_dtype(args.dtype, resolve_device(args.device))
-    return cfg
-
-
-def check_frames(cfg: PipelineConfig) -> None:
-    """Raise :class:`ConfigError`, naming the option, when the SD tile does not fit the frame."""
-    sd = cfg.sd
-    if sd is not None and sd.tile_size is not None and sd.tile_size > sd.frame:
-        raise ConfigError(
-            f"--sd-tile {sd.tile_size} is larger than the SD frame {sd.frame} (--sd-frame)"
-        )
-
-
-def check_fits(cfg: PipelineConfig, size: tuple[int, int], name: str) -> None:
-    """Raise :class:`ImageLoadError` when an image of ``size = (w, h)`` is too thin to cover one
-    feature cell in a model frame (all of its cells would be padding)."""
-    w, h = size
-    frames = []
-    if cfg.dino is not None:
-        frame = cfg.dino.frame or 60 * DINO_PATCH  # None: 60 cells (840 for DINOv2)
-        frames.append((frame, DINO_PATCH, "DINO", "--dino-frame"))
-    if cfg.sd is not None:
-        frames.append((cfg.sd.frame, SD_FINEST, "SD", "--sd-frame"))
-    for frame, cell, what, flag in frames:
-        short = round(frame * min(w, h) / max(w, h))
-        if short < cell:
-            raise ImageLoadError(
-                f"{name} is {w}x{h}: in the {frame}-px {what} frame its short side is {short} px,"
-                f" less than one {cell}-px feature cell; crop it or raise {flag}"
-            )
-
-
-def load_pipeline(args: argparse.Namespace, config: PipelineConfig | None = None):
-    """Build :class:`~sdcorr.pipeline.SDDino` from the model arguments."""
-    from ..device import resolve_device
-    from ..pipeline import SDDino
-
-    cfg = config if config is not None else resolve_config(args)
-    return SDDino.from_pretrained(
-        config=cfg,
-        device=resolve_device(args.device),
-        dtype=args.dtype,
-        dino_model=args.dino_model,
-        sd_model=args.sd_model,
-        attention=args.attention,
-        progress=log.info,
-    )
-
-
-def override_config(cfg: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
-    """Apply ``--seed``, ``--sd-frame``, ``--sd-tile`` and ``--dino-frame`` to a preset."""
-    if cfg.sd is not None:
-        sd = cfg.sd
-        if args.seed is not None:
-            sd = replace(sd, seed=args.seed)
-        if args.sd_frame is not None:
-            sd = replace(sd, frame=args.sd_frame)
-        if args.sd_tile is not None:
-            sd = replace(sd, tile_size=args.sd_tile or None)
-        if getattr(args, "unet_weights", None):
-            sd = replace(sd, unet_weights=args.unet_weights)
-        if getattr(args, "no_noise", False):
-            sd = replace(sd, noise=False)
-        cfg = replace(cfg, sd=sd)
-    if cfg.dino is not None and args.dino_frame is not None:
-        cfg = replace(cfg, dino=replace(cfg.dino, frame=args.dino_frame))
-    return cfg
 
 
 def check_distinct(paths: dict[str, str | None]) -> None:

@@ -1,7 +1,11 @@
 """``sdcorr demo``: serve the interactive correspondence page on a local port.
 
-Needs the optional extra ``pip install 'sdcorr[demo]'`` (Gradio); without it the command fails
-with one line saying so, before any model loads.
+The model and match options are ``sdcorr match``'s (:mod:`sdcorr.commands.options`), resolved the
+same way, so the page's ``/match`` endpoint gives what ``sdcorr match A B --points`` writes with
+the same flags (a preset's soft-argmax and flip alignment included). Switching the preset on the
+page resolves that preset with the same flags. Needs the optional extra
+``pip install 'sdcorr[demo]'`` (Gradio); without it the command fails with one line saying so,
+before any model loads.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import os
 
 from ..errors import SdcorrError
-from .common import add_model_arguments, load_pipeline
+from .options import add_match_options, add_model_options, load_pipeline, resolve_args
 
 log = logging.getLogger("sdcorr")
 
@@ -25,10 +29,8 @@ class MissingExtraError(SdcorrError):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
-    p.add_argument(
-        "--soft-argmax", action="store_true", help="sub-cell refinement, as in sdcorr match"
-    )
-    add_model_arguments(p)
+    add_match_options(p)
+    add_model_options(p)
 
 
 def import_gradio():
@@ -41,15 +43,26 @@ def import_gradio():
     return gradio
 
 
+def make_session(args: argparse.Namespace):
+    """The :class:`~sdcorr.demo.session.DemoSession` of the flags (options checked before any
+    model loads; the default preset's models load now, the others on first use)."""
+    from ..demo.session import DemoSession
+
+    resolved = resolve_args(args)  # user errors before any model loads
+
+    def loader(preset: str):
+        return load_pipeline(
+            resolved if preset == args.preset else resolve_args(args, preset=preset)
+        )
+
+    return DemoSession(loader, args.preset, args.category, masks=resolved.run.masks)
+
+
 def run(args: argparse.Namespace) -> int:
     import_gradio()  # before anything imports it, and before any model loads
     from ..demo.app import build_app
-    from ..demo.session import DemoSession
 
-    def loader(preset: str):
-        return load_pipeline(argparse.Namespace(**{**vars(args), "preset": preset}))
-
-    session = DemoSession(loader, args.preset, args.category, soft_argmax=args.soft_argmax)
+    session = make_session(args)
     app = build_app(session)
     log.info("serving on http://%s:%d (Ctrl+C stops)", args.host, args.port)
     try:

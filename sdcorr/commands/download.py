@@ -19,10 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import get_preset
+    from ..features.unet_weights import resolve_weights
     from ..hub import canonical_id, download, resolve_model
 
     preset = None if args.no_preset else args.preset
     done = download(preset, revision=args.revision)
+    sd = get_preset(preset).sd if preset else None
+    if sd is not None and sd.unet_weights:  # e.g. cleandift: CleanDIFT's U-Net file as well
+        done["unet_weights"] = resolve_weights(sd.unet_weights)
     for name in args.model:
         kind = "dino" if "dinov2" in canonical_id(name).lower() else "sd"
         done[f"{kind}:{name}"] = resolve_model(name, kind, args.revision)

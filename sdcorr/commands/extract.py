@@ -16,7 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import OutputError
-from .common import Outputs, add_model_arguments, check_fits, load_pipeline, resolve_config
+from ..options import check_fits
+from .common import Outputs
+from .options import add_model_options, load_pipeline, resolve_args
 
 HELP = "extract raw SD/DINOv2 feature maps of images into OUT/<name>.safetensors"
 
@@ -24,7 +26,7 @@ HELP = "extract raw SD/DINOv2 feature maps of images into OUT/<name>.safetensors
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", required=True, help="output folder (created)")
-    add_model_arguments(p)
+    add_model_options(p)
 
 
 def output_names(paths: list[str]) -> list[str]:
@@ -60,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out must be a folder: {out}")
-    config = resolve_config(args)
+    resolved = resolve_args(args)
     names = output_names(args.images)
     images = [load_image(p) for p in args.images]  # fail before loading models
     for path, img in zip(args.images, images, strict=True):
-        check_fits(config, img.size, f"image {path}")
+        check_fits(resolved.config, img.size, f"image {path}")
     out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(args, config)
+    pipe = load_pipeline(resolved, cache_size=0)  # each image once: nothing to keep
     meta_cfg = json.dumps(to_dict(pipe.config))
     prompt = pipe.sd.prompt_for(args.category) if pipe.sd is not None else None
     written = []

@@ -1,32 +1,36 @@
-"""The demo's model-side state: pipelines per preset, a per-image feature cache, matching.
+"""The demo's model-side state: a pipeline per preset, and matching through it.
 
 No Gradio here (the page in :mod:`sdcorr.demo.app` only calls these methods), so everything the
-page shows is testable without a browser. Raw features are extracted once per
-``(image, category, preset)`` through :class:`sdcorr.eval.cache.FeatureCache` (one image per
-call, as the evaluation does); the fused pair is kept too, so a further click only matches.
+page shows is testable without a browser. Each pipeline comes resolved from the command line's
+flags (``loader``), and every match goes through :meth:`sdcorr.SDDino.match_points`, the core
+path ``sdcorr match A B --points`` takes, with the pipeline's own match settings (soft-argmax,
+flip alignment, ...). Features are extracted once per image, category and preset by the
+pipeline's feature cache, and the pair built for a click is remembered by the pipeline, so a
+further click only matches.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import viz
 from ..errors import ConfigError, SdcorrError
-from ..eval.cache import FeatureCache
+from ..flip import mirror_points
 from ..image import load_image
-from ..pipeline import SDDino
+from ..match.sparse import point_similarity
+from ..pair import FusedPair, dense_flow
+from ..pipeline import MaskLike, SDDino
 from ..types import FeatureMap
-from . import render
 
 log = logging.getLogger("sdcorr")
 
-Loader = Callable[[str], SDDino]  # preset name -> pipeline with the CLI's model options
+Loader = Callable[[str], SDDino]  # preset name -> pipeline with the command line's options
 Progress = Callable[[float, str], None]
 
 
@@ -35,14 +39,14 @@ def _no_progress(_fraction: float, _message: str) -> None:
 
 
 class DemoSession:
-    """Pipelines, cached features and matching for the demo page and its ``/match`` endpoint.
+    """Pipelines and matching for the demo page and its ``/match`` endpoint.
 
     Args:
-        loader: ``loader(preset) -> SDDino`` (models resolved from the command line options).
+        loader: ``loader(preset) -> SDDino`` (models and match settings resolved from the
+            command line options).
         preset: the preset loaded first and used by the ``/match`` endpoint.
         category: default category (SD prompt) of the endpoint, as ``sdcorr match --category``.
-        soft_argmax: sub-cell refinement, as ``sdcorr match --soft-argmax``.
-        cache_size: images kept per preset.
+        masks: ``(mask_a, mask_b)``, each ``"auto"`` or ``None``, as ``--mask-a/--mask-b``.
     """
 
     def __init__(
@@ -50,18 +54,14 @@ class DemoSession:
         loader: Loader,
         preset: str,
         category: str | None = None,
-        soft_argmax: bool = False,
-        cache_size: int = 16,
+        masks: tuple[MaskLike, MaskLike] = (None, None),
     ) -> None:
         """See the class docstring."""
         self._loader = loader
         self.preset = preset
         self.category = category or None
-        self.soft_argmax = soft_argmax
-        self._cache_size = cache_size
+        self.masks = masks
         self._pipes: dict[str, SDDino] = {}
-        self._caches: dict[str, FeatureCache] = {}
-        self._pairs: OrderedDict[tuple, tuple[FeatureMap, FeatureMap]] = OrderedDict()
         self._lock = threading.RLock()  # Gradio runs events in worker threads
         self.pipeline(preset)  # load the default models now, not on the first click
 
@@ -70,28 +70,43 @@ class DemoSession:
         """The pipeline of ``preset`` (loaded on first use; a failed load is a one-line error)."""
         preset = preset or self.preset
         with self._lock:
-            return self._pipeline(preset)
+            if preset not in self._pipes:
+                self._pipes[preset] = self._load(preset)
+            return self._pipes[preset]
 
-    def _pipeline(self, preset: str) -> SDDino:
-        if preset not in self._pipes:
-            try:
-                self._pipes[preset] = self._loader(preset)
-            except SdcorrError:
-                raise
-            except (OSError, ValueError) as err:  # e.g. a preset needing a model we do not have
-                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise ConfigError(f"cannot load preset '{preset}': {msg}") from None
-            pipe = self._pipes[preset]
-            self._caches[preset] = FeatureCache(
-                lambda path, cat, pipe=pipe: pipe.extract([path], category=cat)[0],
-                size=self._cache_size,
-            )
-        return self._pipes[preset]
+    def _load(self, preset: str) -> SDDino:
+        try:
+            return self._loader(preset)
+        except SdcorrError:
+            raise
+        except (OSError, ValueError) as err:  # e.g. a preset needing a model we do not have
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"cannot load preset '{preset}': {msg}") from None
 
     def extracted(self, preset: str | None = None) -> int:
-        """How many images the feature cache of ``preset`` has extracted so far."""
-        self.pipeline(preset)
-        return self._caches[preset or self.preset].stats["extracted"]
+        """How many images (mirrors included) the pipeline of ``preset`` has extracted so far."""
+        stats = self.pipeline(preset).cache.stats
+        return stats["extracted"] + stats["mirrors_extracted"]
+
+    def pair(
+        self,
+        path_a: str | Path,
+        path_b: str | Path,
+        preset: str | None = None,
+        category: str | None = None,
+        progress: Progress = _no_progress,
+    ) -> FusedPair:
+        """The pair a click on A matches (see :meth:`sdcorr.SDDino.pair`), each image extracted
+        at most once; ``progress(fraction, message)`` follows the extraction."""
+        cat = self._cat(category)
+        with self._lock:
+            pipe = self.pipeline(preset)
+            progress(0.1, "features of A")
+            pipe.image_features([path_a], cat)
+            progress(0.5, "features of B")
+            pipe.image_features([path_b], cat)
+            progress(0.9, "fusing")
+            return pipe.pair(path_a, path_b, cat, *self.masks)
 
     def fused(
         self,
@@ -101,29 +116,9 @@ class DemoSession:
         category: str | None = None,
         progress: Progress = _no_progress,
     ) -> tuple[FeatureMap, FeatureMap]:
-        """Fused ``(1, D, h, w)`` maps of A and B (each image extracted at most once)."""
-        with self._lock:
-            return self._fused(path_a, path_b, preset or self.preset, category, progress)
-
-    def _fused(
-        self, path_a: str | Path, path_b: str | Path, preset: str, category: str | None,
-        progress: Progress,
-    ) -> tuple[FeatureMap, FeatureMap]:  # fmt: skip
-        key = (str(path_a), str(path_b), preset, category or None)
-        if key in self._pairs:
-            self._pairs.move_to_end(key)
-            return self._pairs[key]
-        pipe = self.pipeline(preset)
-        cache = self._caches[preset]
-        progress(0.1, "features of A")
-        raw_a = cache.get(Path(path_a), category or None)
-        progress(0.5, "features of B")
-        raw_b = cache.get(Path(path_b), category or None)
-        progress(0.9, "fusing")
-        self._pairs[key] = pipe.fuse(raw_a, raw_b)
-        while len(self._pairs) > 4:
-            self._pairs.popitem(last=False)
-        return self._pairs[key]
+        """Fused ``(1, D, h, w)`` maps of A and B (A itself, even when a click matches from its
+        mirror)."""
+        return self.pair(path_a, path_b, preset, category, progress).unflipped()
 
     # ------------------------------------------------------------------ matching
     def match(
@@ -139,12 +134,10 @@ class DemoSession:
 
         Equals ``sdcorr match A B --points`` for that point with the same models and options.
         """
-        preset = preset or self.preset
-        category = self.category if category is None else category
-        fa, fb = self.fused(path_a, path_b, preset, category)
-        m = self.pipeline(preset).match_fused(
-            fa, fb, [[float(x), float(y)]], mutual=False, soft_argmax=self.soft_argmax
-        )
+        with self._lock:
+            pipe = self.pipeline(preset)
+            m = pipe.match_points(path_a, path_b, [[float(x), float(y)]], self._cat(category),
+                                  *self.masks)  # fmt: skip
         (bx, by), score = m.points_b[0].tolist(), float(m.scores[0])
         return {"x": bx, "y": by, "score": score}
 
@@ -165,15 +158,18 @@ class DemoSession:
             ``{"a": [x, y], "x", "y", "score"}``.
         """
         result = self.match(path_a, path_b, x, y, preset, category)
-        fa, fb = self.fused(path_a, path_b, preset or self.preset, self._cat(category))
+        pair = self.pair(path_a, path_b, preset, category)
         a, b = _rgb(path_a), _rgb(path_b)
-        sim = render.similarity(fa, fb, (x, y))
-        heat = render.heatmap(b, sim, fb.geometry[0])
+        query = (x, y)
+        if pair.flipped:  # the heat map of the view the match came from
+            query = tuple(mirror_points([[x, y]], a.shape[1])[0].tolist())
+        sim = point_similarity(pair.fa, pair.fb, query)
+        heat = viz.heatmap(b, sim, pair.fb.geometry[0])
         bxy = (result["x"], result["y"])
         return (
-            render.draw_marker(a, (x, y)),
-            render.draw_marker(b, bxy),
-            render.draw_marker(heat, bxy),
+            viz.draw_marker(a, (x, y)),
+            viz.draw_marker(b, bxy),
+            viz.draw_marker(heat, bxy),
             {"a": [float(x), float(y)], **result},
         )
 
@@ -182,7 +178,7 @@ class DemoSession:
         category: str | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Both images side by side in joint PCA colours, ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
-        return render.pca_panel(*self.fused(path_a, path_b, preset, self._cat(category)))
+        return viz.pca_panel(*self.fused(path_a, path_b, preset, category))
 
     def swap_gif(
         self,
@@ -195,12 +191,8 @@ class DemoSession:
         max_side: int = 256,
     ) -> Path:
         """Write the swap animation (A's pixels moving to their matches in B) as a GIF."""
-        from .. import viz
-        from ..match.dense import match_dense
 
-        preset = preset or self.preset
-        fa, fb = self.fused(path_a, path_b, preset, self._cat(category))
-        flow = match_dense(fa, fb, grid, self.pipeline(preset).config.match)
+        flow = dense_flow(self.pair(path_a, path_b, preset, category), grid)
         frames = viz.swap_frames_from_flow(_rgb(path_a), _rgb(path_b), flow, max_side)
         return viz.save_gif(frames, out, fps=20)
 

@@ -24,13 +24,13 @@ order; a pair's id is its file stem.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DatasetError
-from .spair import SPairPair
+from .common import Split, read_json
+from .pairs import Pair
 
 N_KPS = 17
 HELP = (
@@ -38,19 +38,6 @@ HELP = (
     "prepare_ap10k.ipynb (https://github.com/Junyi42/GeoAware-SC); pass the prepared ap-10k "
     "folder, which holds ImageAnnotation/, JPEGImages/ and PairAnnotation/<split>/"
 )
-
-
-def _read(path: Path, listed_in: str | None = None) -> dict:
-    if not path.is_file():
-        where = f" (listed in {listed_in})" if listed_in else ""
-        raise DatasetError(f"annotation file not found: {path}{where}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"unreadable JSON in {path} ({err})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    return data
 
 
 def _under_root(root: Path, written: str, pair_file: Path) -> Path:
@@ -61,7 +48,7 @@ def _under_root(root: Path, written: str, pair_file: Path) -> Path:
 
 
 def _image(path: Path, pair_file: Path) -> tuple[np.ndarray, tuple[int, int], tuple]:
-    ann = _read(path, str(pair_file))
+    ann = read_json(path, str(pair_file))
     try:
         kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(N_KPS, 3)
         x, y, w, h = (float(v) for v in ann["bbox"])
@@ -73,13 +60,13 @@ def _image(path: Path, pair_file: Path) -> tuple[np.ndarray, tuple[int, int], tu
     return kps, size, (x, y, x + w, y + h)
 
 
-def load_ap10k(root: str | Path, split: str = "test") -> list[SPairPair]:
-    """All pairs of ``PairAnnotation/<split>``, by category, then file name.
+def open_split(root: Path, split: str = "test", layout: str = "large") -> Split:
+    """All pairs of ``PairAnnotation/<split>``, by category, then file name (``layout`` is
+    SPair's; unused here).
 
     Raises:
         DatasetError: naming the missing folder or file, or the malformed annotation.
     """
-    root = Path(root).expanduser()
     folder = root / "PairAnnotation" / split
     if not root.is_dir() or not (root / "ImageAnnotation").is_dir():
         raise DatasetError(f"AP-10K not found at {root}: {HELP}")
@@ -89,14 +76,16 @@ def load_ap10k(root: str | Path, split: str = "test") -> list[SPairPair]:
     files = sorted(folder.glob("*.json"), key=lambda p: (p.stem.rpartition(":")[2], p.name))
     if not files:
         raise DatasetError(f"no pair files in {folder}")
-    return [_pair(root, f, split) for f in files]
+    for f in files:
+        if not f.stem.rpartition(":")[2]:
+            raise DatasetError(f"{f}: file name lacks ':<category>'")
+    entries = [(f.stem, f.stem.rpartition(":")[2]) for f in files]
+    return Split(entries, lambda name: _pair(root, folder / f"{name}.json", split))
 
 
-def _pair(root: Path, pair_file: Path, split: str) -> SPairPair:
+def _pair(root: Path, pair_file: Path, split: str) -> Pair:
     category = pair_file.stem.rpartition(":")[2]
-    if not category:
-        raise DatasetError(f"{pair_file}: file name lacks ':<category>'")
-    ann = _read(pair_file)
+    ann = read_json(pair_file)
     try:
         src_json, trg_json = (_under_root(root, ann[k], pair_file) for k in
                               ("src_json_path", "trg_json_path"))  # fmt: skip
@@ -115,10 +104,10 @@ def _pair(root: Path, pair_file: Path, split: str) -> SPairPair:
             raise DatasetError(f"image file not found: {img} (listed in {pair_file})")
         images.append(img)
     intra = "_cross_" not in split
-    return SPairPair(
+    return Pair(
         name=pair_file.stem, category=category, src_image=images[0], trg_image=images[1],
         src_kps=src_all[both, :2], trg_kps=trg_all[both, :2],
         kps_ids=tuple(str(k) for k in np.flatnonzero(both)), src_size=src_size,
         trg_size=trg_size, src_bbox=src_box, trg_bbox=trg_box,
-        prompt_name=category if intra else None,
+        prompt_name=category if intra else None, label=category if intra else None,
     )  # fmt: skip

@@ -1,24 +1,29 @@
-"""The benchmarks ``benchmarks/eval.py`` runs, each with its reader and its protocol defaults.
+"""The benchmarks, each with its reader and the protocol its peers use.
 
-Every reader returns the same pair records (:class:`sdcorr.eval.spair.SPairPair`), so the runner,
-the PCK code, resume, sharding and ``--predictions`` are shared. A spec gives the defaults the
-peers use for that dataset: threshold (``bbox``, ``img`` or ``kps``, see :mod:`sdcorr.eval.pck`),
-comparison (``lt``: ``dist < α·L``; ``le``: ``<=``) and α values.
+Every reader opens a split as the same :class:`~sdcorr.eval.common.Split` of
+:class:`~sdcorr.eval.pairs.Pair` records, so selection, the runner, the PCK code, resume,
+sharding and ``--predictions`` are shared. A spec gives the defaults the peers use for that
+dataset (threshold kind, comparison, α values, see :mod:`sdcorr.eval.pck`) and the other ways
+of scoring it that the literature reports (the ``by_protocol`` tables of ``summary.json``).
+:func:`sdcorr.eval.protocol.resolve_protocol` turns a spec and the user's options into the one
+:class:`~sdcorr.eval.protocol.Protocol` the runner receives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
-from .ap10k import load_ap10k
-from .common import select_pairs
-from .pfpascal import load_pf_pascal
-from .pfwillow import load_pf_willow
-from .spair import SPairPair, load_spair
-from .tss import load_tss
+from . import ap10k, pfpascal, pfwillow, spair, tss
+from .common import Split
+from .flipids import ap10k_partners, spair_partners
+from .pck import Scoring
+
+
+def _both(threshold: str, frame: int | None = None) -> tuple[Scoring, ...]:
+    return Scoring(threshold, "lt", frame), Scoring(threshold, "le", frame)
 
 
 @dataclass(frozen=True)
@@ -28,33 +33,54 @@ class DatasetSpec:
     Attributes:
         name: the ``--dataset`` value.
         title: printed name, recorded as ``eval.dataset``.
-        load: ``load(root, split) -> pairs`` (SPair selects through its own reader).
-        threshold: default PCK threshold.
-        compare: default comparison, ``"lt"`` or ``"le"``.
+        open: ``open(root, split, layout) -> Split`` (the reader).
+        scoring: the default scoring (threshold, comparison, frame, precision).
         alphas: default α values.
-        dense: thousands of points per pair: compact per-pair records.
+        variants: further scorings reported in ``summary.json["by_protocol"]``.
+        layouts: pair-list variants of a split (SPair's ``large``/``small``), else ``()``.
+        compact: thousands of points per pair: compact per-pair records.
+        dense_flow: predictions come from sd-dino's dense flow over the pair padded to a common
+            size (TSS, :class:`~sdcorr.eval.tss.FlowPredictor`).
+        partners: ``partners(category) -> {id: partner id}`` of left/right keypoints, used by
+            flip-aligned presets (GeoAware-SC's renaming), or ``None``.
     """
 
     name: str
     title: str
-    load: Callable[[Path, str], list[SPairPair]]
-    threshold: str
-    compare: str
+    open: Callable[[Path, str, str], Split]
+    scoring: Scoring
     alphas: tuple[float, ...]
-    dense: bool = False
+    variants: tuple[Scoring, ...]
+    layouts: tuple[str, ...] = ()
+    compact: bool = False
+    dense_flow: bool = False
+    partners: Callable[[str], dict[str, str]] | None = None
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "spair": DatasetSpec("spair", "SPair-71k", load_spair, "bbox", "lt", (0.1, 0.05, 0.01)),
+    "spair": DatasetSpec(
+        "spair", "SPair-71k", spair.open_split, Scoring("bbox", "lt"), (0.1, 0.05, 0.01),
+        (*_both("bbox"), *_both("img")), layouts=("large", "small"), partners=spair_partners,
+    ),
     "pf-pascal": DatasetSpec(
-        "pf-pascal", "PF-Pascal", load_pf_pascal, "img", "lt", (0.05, 0.1, 0.15)
+        "pf-pascal", "PF-Pascal", pfpascal.open_split, Scoring("img", "lt"), (0.05, 0.1, 0.15),
+        _both("img"),
     ),
     "pf-willow": DatasetSpec(
-        "pf-willow", "PF-Willow", load_pf_willow, "kps", "lt", (0.05, 0.1, 0.15)
+        "pf-willow", "PF-Willow", pfwillow.open_split, Scoring("kps", "lt"), (0.05, 0.1, 0.15),
+        (*_both("kps"), *_both("img"), Scoring("kps", "le", 768, "float32")),
     ),
-    "ap10k": DatasetSpec("ap10k", "AP-10K", load_ap10k, "bbox", "lt", (0.1, 0.05, 0.01)),
-    "tss": DatasetSpec("tss", "TSS", load_tss, "img", "le", (0.05, 0.1, 0.15, 0.01), dense=True),
-}
+    "ap10k": DatasetSpec(
+        "ap10k", "AP-10K", ap10k.open_split, Scoring("bbox", "lt"), (0.1, 0.05, 0.01),
+        (*_both("bbox"), *_both("img")), partners=ap10k_partners,
+    ),
+    "tss": DatasetSpec(
+        "tss", "TSS", tss.open_split, Scoring("img", "le", precision="float32"),
+        (0.05, 0.1, 0.15, 0.01),
+        (Scoring("img", "lt", precision="float32"), Scoring("img", "le", precision="float32")),
+        compact=True, dense_flow=True,
+    ),
+}  # fmt: skip
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -62,30 +88,3 @@ def get_dataset(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset '{name}' (valid: {', '.join(DATASETS)})")
     return DATASETS[name]
-
-
-def load_pairs(
-    name: str,
-    root: str | Path,
-    split: str = "test",
-    categories: Sequence[str] | None = None,
-    sample: int | None = None,
-    limit: int | None = None,
-    seed: int = 42,
-    replace: bool = False,
-    layout: str = "large",
-) -> list[SPairPair]:
-    """Read and select the pairs of one dataset split (selection as in :func:`select_pairs`).
-
-    Raises:
-        DatasetError: the folder, a file or a row is missing or malformed, or nothing is
-            selected; always before any model loads.
-    """
-    spec = get_dataset(name)
-    if name == "spair":
-        return load_spair(root, split, list(categories) if categories else None, sample, limit,
-                          seed, layout, replace)  # fmt: skip
-    pairs = select_pairs(spec.load(Path(root), split), categories, sample, limit, seed, replace)
-    if not pairs:
-        raise DatasetError(f"no {split} pairs selected under {root} (categories={categories})")
-    return pairs

@@ -1,15 +1,21 @@
-"""PCK@α: the Percentage of Correct Keypoints, as used for SPair-71k.
+"""PCK@α: the Percentage of Correct Keypoints, as used for SPair-71k and its peers.
 
 Definition (the one place it is written down; the README repeats it for users):
 
 * A predicted target keypoint is **correct** at α when its Euclidean distance to the true target
-  keypoint, in the target's original pixels, is **strictly less** than ``α · L`` (SD-DINO,
-  GeoAware-SC), or at most ``α · L`` with ``inclusive=True`` (DIFT's ``<=``, and sd-dino's TSS).
+  keypoint, in the target's original pixels, is **strictly less** than ``α · L`` (``compare=
+  "lt"``: SD-DINO, GeoAware-SC), or at most ``α · L`` (``"le"``: DIFT, SD4Match, sd-dino's TSS).
 * ``L`` is ``max(x2 - x1, y2 - y1)`` of the **target** bounding box (``threshold="bbox"``, the
   SPair-71k default, as in DIFT, SD-DINO and GeoAware-SC; no ``+1``), ``max(W, H)`` of the target
   image (``threshold="img"``: PF-Pascal's α_img; on SPair numbers are several points higher and
   must not be mixed), or the largest side of the extent of the target keypoints
   (``threshold="kps"``: PF-Willow).
+* A :class:`Scoring` may measure in another frame: ``frame=N`` stretches the target image to
+  ``N x N`` (both axes scaled separately) and measures distances and ``L`` there, with true
+  points at or beyond the border moved ``1e-4`` inside it, as SD4Match's
+  ``regularise_coordinates`` does.
+  ``precision="float32"`` computes the distance and ``α · L`` in float32, as sd-dino's TSS script
+  (its ties count as correct there; float64 may put them a rounding error outside).
 * Only the keypoints the pair file lists are scored (those visible in both images).
 * **per_keypoint** pools all keypoints: total correct / total keypoints.
 * **per_image** averages over pairs the fraction of a pair's keypoints that are correct
@@ -25,6 +31,7 @@ Definition (the one place it is written down; the README repeats it for users):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,9 @@ from ..errors import ConfigError
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.05, 0.01)
 THRESHOLDS: tuple[str, ...] = ("bbox", "img", "kps")
+COMPARES: tuple[str, ...] = ("lt", "le")
+PRECISIONS: tuple[str, ...] = ("float64", "float32")
+REGULARISE_EPS = 1e-4  # SD4Match's regularise_coordinates(..., eps=1e-4)
 _METRICS = ("per_keypoint", "per_image")
 
 
@@ -71,27 +81,110 @@ def keypoint_hits(
     true: np.ndarray,
     length: float,
     alphas: Iterable[float] = DEFAULT_ALPHAS,
-    inclusive: bool = False,
+    compare: str = "lt",
+    precision: str = "float64",
 ) -> dict[str, list[bool]]:
     """Which predictions are correct at each α.
 
     Args:
-        pred: ``(K, 2)`` predicted ``(x, y)`` in the target's original pixels.
+        pred: ``(K, 2)`` predicted ``(x, y)`` (the frame of ``true``).
         true: ``(K, 2)`` true ``(x, y)``.
         length: ``L`` from :func:`threshold_length`.
         alphas: the α values.
-        inclusive: count ``dist <= α · L`` as correct (DIFT, TSS) instead of ``dist < α · L``.
+        compare: ``"lt"`` (``dist < α · L``) or ``"le"`` (``dist <= α · L``).
+        precision: ``"float64"``, or ``"float32"`` (the difference, its norm and ``α · L``
+            rounded to float32 as a float32 tensor computes them).
 
     Returns:
-        ``{alpha_key(α): [K bools]}`` with ``dist < α · L`` (``<=`` when ``inclusive``).
+        ``{alpha_key(α): [K bools]}``.
     """
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     true = np.asarray(true, dtype=np.float64).reshape(-1, 2)
     if pred.shape != true.shape:
         raise ValueError(f"{len(pred)} predicted keypoints for {len(true)} true ones")
+    if compare not in COMPARES:
+        raise ConfigError(f"unknown comparison '{compare}' (valid: {', '.join(COMPARES)})")
+    below = np.less_equal if compare == "le" else np.less
+    if precision == "float32":
+        d = (pred - true).astype(np.float32)
+        dist = np.sqrt((d * d).sum(axis=1, dtype=np.float32))
+        return {alpha_key(a): below(dist, np.float32(a * length)).tolist() for a in alphas}
+    if precision != "float64":
+        raise ConfigError(f"unknown precision '{precision}' (valid: {', '.join(PRECISIONS)})")
     dist = np.linalg.norm(pred - true, axis=1)
-    below = np.less_equal if inclusive else np.less
     return {alpha_key(a): below(dist, a * length).tolist() for a in alphas}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One way to score predictions: what ``L`` is, how the distance is compared, where.
+
+    Attributes:
+        threshold: ``"bbox"``, ``"img"`` or ``"kps"`` (see :func:`threshold_length`).
+        compare: ``"lt"`` or ``"le"``.
+        frame: ``None`` (original pixels) or ``N``: the target stretched to ``N x N``
+            (SD4Match's 768 frame).
+        precision: ``"float64"`` or ``"float32"`` (sd-dino's TSS).
+    """
+
+    threshold: str = "bbox"
+    compare: str = "lt"
+    frame: int | None = None
+    precision: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.threshold not in THRESHOLDS:
+            raise ConfigError(
+                f"unknown PCK threshold '{self.threshold}' (valid: {', '.join(THRESHOLDS)})"
+            )
+        if self.compare not in COMPARES:
+            raise ConfigError(f"unknown comparison '{self.compare}' (valid: lt, le)")
+
+    @property
+    def key(self) -> str:
+        """``"bbox-lt"``, ``"img-le"``, ``"kps-le@768"``: the ``by_protocol`` key."""
+        return f"{self.threshold}-{self.compare}" + (f"@{self.frame}" if self.frame else "")
+
+    def measure(
+        self,
+        pred: np.ndarray,
+        true: np.ndarray,
+        bbox: Sequence[float],
+        size: Sequence[int],
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(pred, true, L)`` in this scoring's frame.
+
+        Args:
+            pred: ``(K, 2)`` predicted target points, original pixels.
+            true: ``(K, 2)`` true target points, original pixels.
+            bbox: target ``(x1, y1, x2, y2)``.
+            size: target ``(W, H)``.
+        """
+        pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+        true = np.asarray(true, dtype=np.float64).reshape(-1, 2)
+        if self.frame is None:
+            return pred, true, threshold_length(bbox, size, self.threshold, true)
+        n = self.frame
+        s = np.array([n / size[0], n / size[1]])
+        x1, y1, x2, y2 = bbox
+        box = (x1 * s[0], y1 * s[1], x2 * s[0], y2 * s[1])
+        true_n = true * s
+        length = threshold_length(box, (n, n), self.threshold, true_n)
+        eps = REGULARISE_EPS  # SD4Match: <= 0 -> eps, >= N - 1 -> N - 1 - eps, others kept
+        true_n = np.where(true_n <= 0, eps, np.where(true_n >= n - 1, n - 1 - eps, true_n))
+        return pred * s, true_n, length
+
+    def hits(
+        self,
+        pred: np.ndarray,
+        true: np.ndarray,
+        bbox: Sequence[float],
+        size: Sequence[int],
+        alphas: Iterable[float],
+    ) -> dict[str, list[bool]]:
+        """``{alpha_key(α): [K bools]}`` of ``(K, 2)`` predictions (arguments as :meth:`measure`)."""
+        p, t, length = self.measure(pred, true, bbox, size)
+        return keypoint_hits(p, t, length, alphas, self.compare, self.precision)
 
 
 def hit_count(record: Mapping[str, Any], key: str) -> tuple[int, int]:
@@ -195,4 +288,17 @@ def markdown_table(pck: Mapping[str, Mapping[str, Any]], metric: str = "per_imag
         every = [pck[k][metric] for k in keys]
         n = pck[keys[0]]["n_pairs"]
         rows.append(f"| **all** | {n} | " + " | ".join(_fmt(v) for v in every) + " |")
+    return "\n".join(rows)
+
+
+def headline_table(by_protocol: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """A markdown table of every protocol's overall row: ``per image / per keypoint`` per α."""
+    keys = list(by_protocol)
+    alphas = list(next(iter(by_protocol.values()))) if keys else []
+    rows = ["| protocol | " + " | ".join(f"PCK@{a}" for a in alphas) + " |",
+            "|---|" + "---:|" * len(alphas)]  # fmt: skip
+    for k in keys:
+        cells = [f"{_fmt(by_protocol[k][a]['per_image'])} / {_fmt(by_protocol[k][a]['per_keypoint'])}"
+                 for a in alphas]  # fmt: skip
+        rows.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

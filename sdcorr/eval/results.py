@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,18 +50,19 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_results(out_dir: Path, alphas: Iterable[float] | None = None) -> dict[str, dict[str, Any]]:
+def read_results(
+    out_dir: Path, complete: Callable[[dict[str, Any]], bool]
+) -> dict[str, dict[str, Any]]:
     """All finished pairs in ``out_dir`` by pair name (the first complete record of a name wins).
 
-    A record that is valid JSON but incomplete (no ``pair``, ``category`` or hits for one of
-    ``alphas``) is dropped with a warning, exactly like a torn line, so the pair is redone.
+    A record that is valid JSON but not ``complete`` (e.g. no ``pair``, ``category`` or hits for
+    one of the run's α values) is dropped with a warning, exactly like a torn line, so the pair
+    is redone.
     """
-    from .pck import is_complete
-
     records: dict[str, dict[str, Any]] = {}
     for path in result_files(out_dir):
         for i, rec in enumerate(read_jsonl(path), 1):
-            if not is_complete(rec, alphas):
+            if not complete(rec):
                 log.warning("%s: record %d is incomplete; its pair will be redone", path, i)
                 continue
             records.setdefault(str(rec["pair"]), rec)

@@ -1,20 +1,20 @@
 """The evaluation loop of every dataset: predict, score, record pair by pair; resume; shard.
 
-* Pairs are grouped by source image (the official order already is) so the per-image feature
-  cache (:mod:`sdcorr.eval.cache`) serves every later pair an image appears in.
-* Each finished pair is one flushed JSONL line (:mod:`sdcorr.eval.results`); a rerun with the
-  same output folder skips finished pairs, and refuses a folder written with another config.
+* Pairs are grouped by source image (the official order already is) so the pipeline's per-image
+  feature cache (:mod:`sdcorr.cache`) serves every later pair an image appears in.
+* Each finished pair is one flushed JSONL line (:mod:`sdcorr.eval.results`), scored as the
+  run's :class:`~sdcorr.eval.protocol.Protocol` says; a rerun with the same output folder skips
+  finished pairs, and refuses a folder written with another config (:mod:`sdcorr.eval.outdir`).
 * Under ``torchrun`` each rank takes a disjoint shard of whole source-image groups; rank 0 waits
-  for all (a gloo barrier), merges the shards and writes one ``summary.json``. Scores come from
-  the per-pair records sorted by name, so the summary equals a single-process run's bit for bit.
+  for all (a gloo barrier, :mod:`sdcorr.distributed`), merges the shards and writes one
+  ``summary.json``. Scores come from the per-pair records sorted by name, so the summary equals
+  a single-process run's bit for bit.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,81 +24,43 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..distributed import DistInfo, barrier, init_distributed
 from ..errors import DatasetError, OutputError
 from ..io import write_json
-from .pck import DEFAULT_ALPHAS, keypoint_hits, markdown_table, summarize, threshold_length
+from .outdir import CONFIG_FILE, SUMMARY_FILE, check_out_dir
+from .pairs import Pair, base_name
+from .pck import headline_table, markdown_table, summarize
+from .protocol import Predictor, Protocol
 from .results import JsonlWriter, rank_file, read_jsonl, read_results, write_merged
-from .spair import SPairPair, base_name
 
 log = logging.getLogger("sdcorr")
 
-Predictor = Callable[[SPairPair], np.ndarray]
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
+GROUP_TIMEOUT = datetime.timedelta(hours=24)  # ranks may finish their shards far apart
 
 
-# --------------------------------------------------------------------------- scoring
-def score_pair(
-    pair: SPairPair,
-    pred: np.ndarray,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    threshold: str = "bbox",
-    inclusive: bool = False,
-    compact: bool = False,
-) -> dict[str, Any]:
-    """The JSONL record of one pair.
-
-    Args:
-        pair: the pair; the threshold length comes from its **target** (``trg_bbox``,
-            ``trg_size`` or ``trg_kps``, see :func:`sdcorr.eval.pck.threshold_length`).
-        pred: ``(K, 2)`` predicted target points ``(x, y)``.
-        alphas: PCK α values.
-        threshold: ``"bbox"``, ``"img"`` or ``"kps"``.
-        inclusive: ``dist <= α·L`` counts as correct (``<`` otherwise).
-        compact: store ``hit_counts``/``n_kps``/``mean_error_px`` instead of the points and
-            per-keypoint hits (dense benchmarks with thousands of points per pair).
-
-    Returns:
-        ``{"pair", "category", "threshold_px", ...}`` with ``kps_ids``, ``pred_kps``,
-        ``true_kps`` and ``hits``, or the compact fields.
-    """
-    pred = np.asarray(pred, dtype=np.float64)
-    if pred.shape != pair.trg_kps.shape:
-        raise DatasetError(
-            f"pair {pair.name}: {pred.shape[0] if pred.ndim else 0} predicted keypoints, "
-            f"expected {pair.num_kps}"
-        )
-    length = threshold_length(pair.trg_bbox, pair.trg_size, threshold, pair.trg_kps)
-    hits = keypoint_hits(pred, pair.trg_kps, length, alphas, inclusive)
-    rec: dict[str, Any] = {"pair": pair.name, "category": pair.category, "threshold_px": length}
-    if compact:
-        err = np.linalg.norm(pred - pair.trg_kps, axis=1)
-        rec["n_kps"] = pair.num_kps
-        rec["hit_counts"] = {k: int(sum(v)) for k, v in hits.items()}
-        rec["mean_error_px"] = float(err.mean()) if len(err) else None
-        return rec
-    rec.update(kps_ids=list(pair.kps_ids), pred_kps=pred.tolist(),
-               true_kps=pair.trg_kps.tolist(), hits=hits)  # fmt: skip
-    return rec
+def join_group() -> DistInfo:
+    """This process's rank layout; joins the torchrun group when there is one (gloo: the
+    evaluation exchanges only barriers, even on GPUs)."""
+    return init_distributed(backend="gloo", timeout=GROUP_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- sharding
-def group_by_image(pairs: Sequence[SPairPair]) -> list[list[SPairPair]]:
+def group_by_image(pairs: Sequence[Pair]) -> list[list[Pair]]:
     """Pairs grouped by ``(category, source image)``, groups in order of first appearance."""
-    groups: dict[tuple[str, str], list[SPairPair]] = {}
+    groups: dict[tuple[str, str], list[Pair]] = {}
     for p in pairs:
         groups.setdefault((p.category, str(p.src_image)), []).append(p)
     return list(groups.values())
 
 
-def shard(pairs: Sequence[SPairPair], rank: int, world: int) -> list[SPairPair]:
+def shard(pairs: Sequence[Pair], rank: int, world: int) -> list[Pair]:
     """This rank's pairs: whole source-image groups, dealt greedily to the least-loaded rank.
 
     Deterministic, disjoint, and covering: the shards of ranks ``0..world-1`` partition
     ``pairs``. Each shard keeps the grouped order.
     """
     load = [0] * world
-    mine: list[SPairPair] = []
+    mine: list[Pair] = []
     for group in group_by_image(pairs):
         r = min(range(world), key=lambda i: (load[i], i))
         load[r] += len(group)
@@ -107,106 +69,15 @@ def shard(pairs: Sequence[SPairPair], rank: int, world: int) -> list[SPairPair]:
     return mine
 
 
-# --------------------------------------------------------------------------- distributed
-def init_distributed() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)``; joins the torchrun group (gloo) when there is one.
-
-    Only barriers are exchanged, so gloo is used even on GPUs; the timeout is long because
-    ranks may finish their shards far apart.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
-
-
-def close_distributed() -> None:
-    """Leave the process group if one was joined."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-# --------------------------------------------------------------------------- output folder
-def check_out_dir(out_dir: str | Path, config: dict[str, Any]) -> Path:
-    """Create ``out_dir`` or check that its previous run used the same ``config``.
-
-    Raises:
-        OutputError: the folder holds results of a different configuration.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path is not a folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file = out / CONFIG_FILE
-    if cfg_file.is_file():
-        try:
-            old = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError:
-            raise OutputError(f"unreadable {cfg_file}; remove it or use another --out") from None
-        diff = config_diff(old, json.loads(json.dumps(config)))
-        if diff:
-            raise OutputError(
-                f"{out} holds results of another configuration ({cfg_file}): {diff}; "
-                "use another --out, or rerun with the earlier settings to resume"
-            )
-    return out
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out if out or not prefix else {prefix: {}}
-    return {prefix: obj}
-
-
-def _same(key: str, a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    if key.endswith("root") and isinstance(a, str) and isinstance(b, str):
-        return normalise_path(a) == normalise_path(b)  # spelling: "data/x/" == "./data/x"
-    return False
-
-
-def normalise_path(path: str | Path) -> str:
-    """The absolute, normalised spelling of a path (``~`` expanded, no trailing ``/``)."""
-    return os.path.normpath(os.path.abspath(os.path.expanduser(str(path))))
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 6) -> str:
-    """``"key: old (previous run) != new (this run); ..."`` for the settings that differ."""
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(k for k in a.keys() | b.keys() if not _same(k, a.get(k, "<unset>"),
-                                                               b.get(k, "<unset>")))  # fmt: skip
-    parts = [f"{k}: {a.get(k, '<unset>')!r} (previous run) != {b.get(k, '<unset>')!r} (this run)"
-             for k in keys[:most]]  # fmt: skip
-    if len(keys) > most:
-        parts.append(f"and {len(keys) - most} more")
-    return "; ".join(parts)
-
-
 # --------------------------------------------------------------------------- main loop
 def evaluate(
-    pairs: Sequence[SPairPair],
+    pairs: Sequence[Pair],
     predict: Predictor,
     out_dir: str | Path,
     config: dict[str, Any],
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    threshold: str = "bbox",
+    protocol: Protocol,
     quiet: bool = False,
     stats: Callable[[], dict[str, int]] | None = None,
-    inclusive: bool = False,
-    compact: bool = False,
 ) -> dict[str, Any] | None:
     """Score ``pairs`` into ``out_dir`` (resuming), then write the summary on rank 0.
 
@@ -216,41 +87,39 @@ def evaluate(
         out_dir: output folder (``pairs.jsonl``, ``summary.json``, ``config.json``,
             ``timing.json``).
         config: JSON-ready description of the run; recorded, and checked on resume.
-        alphas: PCK α values.
-        threshold: ``"bbox"``, ``"img"`` or ``"kps"`` (see :mod:`sdcorr.eval.pck`).
+        protocol: how pairs are scored and summarised.
         quiet: no progress bar.
         stats: returns counters (e.g. images extracted) for the progress bar and timing.
-        inclusive: ``dist <= α·L`` counts as correct (``<`` otherwise).
-        compact: compact per-pair records (see :func:`score_pair`).
 
     Returns:
         The summary on rank 0, ``None`` on other ranks.
     """
-    rank, world, _ = init_distributed()
+    info = join_group()
     out = check_out_dir(out_dir, config)
-    _barrier(world)  # every rank checked the folder before rank 0 writes into it
-    if rank == 0:
+    barrier(info)  # every rank checked the folder before rank 0 writes into it
+    if info.main:
         write_json(out / CONFIG_FILE, config)
-    done = set(read_results(out, alphas))
-    todo = [p for p in shard(pairs, rank, world) if p.name not in done]
-    log.info("rank %d/%d: %d pairs to do, %d already done", rank, world, len(todo), len(done))
-    score = {"alphas": alphas, "threshold": threshold, "inclusive": inclusive, "compact": compact}
-    timing = _run_shard(todo, predict, rank_file(out, rank, world), score,
-                        quiet or rank != 0, stats, config.get("dtype"))  # fmt: skip
-    _barrier(world)
-    if rank != 0:
+    done = set(read_results(out, protocol.is_complete))
+    todo = [p for p in shard(pairs, info.rank, info.world_size) if p.name not in done]
+    log.info("rank %d/%d: %d pairs to do, %d already done", info.rank, info.world_size,
+             len(todo), len(done))  # fmt: skip
+    timing = _run_shard(todo, predict, rank_file(out, info.rank, info.world_size), protocol,
+                        quiet or not info.main, stats, config.get("dtype"))  # fmt: skip
+    barrier(info)
+    if not info.main:
         return None
-    summary = finalize(out, pairs, config, alphas)
+    summary = finalize(out, pairs, config, protocol)
     write_json(out / "timing.json",
-               {"world_size": world, "dtype": config.get("dtype"), "rank0": timing})  # fmt: skip
+               {"world_size": info.world_size, "dtype": config.get("dtype"),
+                "rank0": timing})  # fmt: skip
     return summary
 
 
 def _run_shard(
-    todo: Sequence[SPairPair],
+    todo: Sequence[Pair],
     predict: Predictor,
     path: Path,
-    score: dict[str, Any],
+    protocol: Protocol,
     quiet: bool,
     stats: Callable[[], dict[str, int]] | None,
     dtype: str | None,
@@ -259,7 +128,7 @@ def _run_shard(
     bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=quiet or None, smoothing=0.1)
     with JsonlWriter(path) as writer, bar:
         for pair in todo:
-            writer.write({**score_pair(pair, predict(pair), **score), "dtype": dtype})
+            writer.write({**protocol.score(pair, predict(pair)), "dtype": dtype})
             bar.update(1)
             if stats is not None:
                 bar.set_postfix(stats(), refresh=False)
@@ -272,29 +141,36 @@ def _run_shard(
 
 
 def finalize(
-    out: Path, pairs: Sequence[SPairPair], config: dict[str, Any], alphas: Sequence[float]
+    out: Path, pairs: Sequence[Pair], config: dict[str, Any], protocol: Protocol
 ) -> dict[str, Any]:
-    """Merge every shard into ``pairs.jsonl`` (official order), write and print the summary."""
-    found = read_results(out, alphas)
+    """Merge every shard into ``pairs.jsonl`` (official order), write and print the summary:
+    ``pck`` (the run's own scoring) and ``by_protocol`` (every scoring of the protocol)."""
+    found = read_results(out, protocol.is_complete)
     missing = [p.name for p in pairs if p.name not in found]
     if missing:
         raise OutputError(f"{len(missing)} pairs have no result (first: {missing[0]}) in {out}")
     records = [found[p.name] for p in pairs]
     write_merged(out, records)
-    summary = {"config": config, "pck": summarize(records, alphas)}
+    summary = {
+        "config": config,
+        "pck": summarize(records, protocol.alphas),
+        "by_protocol": protocol.by_protocol(records, pairs),
+    }
     write_json(out / SUMMARY_FILE, summary)
-    ev = config.get("eval", {})
-    title, thr = ev.get("dataset", "SPair-71k"), ev.get("threshold", "bbox")
-    op = "<=" if ev.get("compare") == "le" else "<"
-    print(f"\n{title} PCK per image (error {op} α · {thr}), {out}\n")
+    sc = protocol.scoring
+    where = f" in a {sc.frame}x{sc.frame} frame" if sc.frame else ""
+    op = "<=" if sc.compare == "le" else "<"
+    print(f"\n{protocol.spec.title} PCK per image (error {op} α · {sc.threshold}{where}), {out}\n")
     print(markdown_table(summary["pck"], "per_image"))
     print("\nPCK per keypoint\n")
     print(markdown_table(summary["pck"], "per_keypoint"))
+    print("\nEvery protocol (all pairs; summary.json by_protocol): per image / per keypoint\n")
+    print(headline_table(summary["by_protocol"]))
     return summary
 
 
 # --------------------------------------------------------------------------- predictors
-def load_predictions(path: str | Path, pairs: Sequence[SPairPair]) -> Predictor:
+def load_predictions(path: str | Path, pairs: Sequence[Pair]) -> Predictor:
     """A predictor that returns keypoints from a JSONL of ``{"pair": name, "pred_kps": [...]}``.
 
     A pair drawn more than once (``name#2``, sampling with replacement) uses ``name``'s line.
@@ -323,59 +199,46 @@ def load_predictions(path: str | Path, pairs: Sequence[SPairPair]) -> Predictor:
     return lambda pair: preds[base_name(pair.name)]
 
 
+def counters(predict: Any) -> dict[str, int]:
+    """The feature counters of a model predictor (its own ``stats``, else its cache's)."""
+    stats = getattr(predict, "stats", None)
+    return dict(stats if isinstance(stats, dict) else predict.cache.stats)
+
+
 class ModelPredictor:
-    """Predicts target keypoints with an ``SDDino``-like object and a per-image cache.
+    """Predicts target keypoints with an ``SDDino``-like pipeline, through its feature cache.
 
     Args:
-        pipe: has ``extract(images, category=..., mirrored=False)`` and
-            ``match_raw(ra, rb, points_a, mirror=...)`` (see :mod:`sdcorr.pipeline`); when its
-            ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), the source's mirror
-            is extracted once per image and cached like any image.
-        cache: a :class:`sdcorr.eval.cache.FeatureCache` whose extractor is
-            :meth:`extract_one` of this object, or ``None`` for a memory LRU of 32 images.
+        pipe: has ``match_points(src, trg, points_a, category=...)`` and a feature ``cache``
+            (:class:`sdcorr.cache.FeatureCache`; see :class:`sdcorr.pipeline.SDDino`): an image
+            is extracted once for all the pairs it appears in while that cache holds it; when
+            the pipeline's ``config.match.flip_align`` is on (``geoaware``, ``cleandift``), so
+            is each source's mirror.
         use_category: pass the pair's ``prompt_name`` (the natural name, e.g. "potted plant")
-            to ``extract`` (SD prompt "a photo of a {name}"); ``False`` (default): empty prompt.
+            as the category (SD prompt "a photo of a {name}"); ``False`` (default): empty prompt.
     """
 
-    def __init__(self, pipe: Any, cache: Any = None, use_category: bool = False) -> None:
+    def __init__(self, pipe: Any, use_category: bool = False) -> None:
         """See the class docstring."""
-        from .cache import FeatureCache
-
         self.pipe = pipe
         self.use_category = use_category
-        self.cache = cache if cache is not None else FeatureCache(self.extract_one, size=32)
-        self._mirror: tuple[Any, Any] | None = None  # (cache it mirrors, mirror cache)
+
+    @property
+    def cache(self) -> Any:
+        """The pipeline's feature cache (its ``stats`` are the runner's counters)."""
+        return self.pipe.cache
 
     @property
     def flip_align(self) -> bool:
         """Whether the pipeline's match config asks for adaptive flip alignment (GeoAware-SC)."""
-        match = getattr(getattr(self.pipe, "config", None), "match", None)
-        return bool(getattr(match, "flip_align", False))
+        return bool(self.pipe.config.match.flip_align)
 
-    @property
-    def mirror_cache(self) -> Any:
-        """Cache of the sources' mirrors: same settings as :attr:`cache`, its own disk keys."""
-        if self._mirror is None or self._mirror[0] is not self.cache:
-            self._mirror = (self.cache, self.cache.sibling(self.extract_mirror, "-mirror"))
-        return self._mirror[1]
-
-    def extract_one(self, path: Path, category: str | None) -> Any:
-        """Raw features of one image (one image per call, so results never depend on batching)."""
-        return self.pipe.extract([path], category=category)[0]
-
-    def extract_mirror(self, path: Path, category: str | None) -> Any:
-        """Raw features of the horizontal mirror of one image (for flip alignment)."""
-        return self.pipe.extract([path], category=category, mirrored=True)[0]
-
-    def __call__(self, pair: SPairPair) -> np.ndarray:
+    def __call__(self, pair: Pair) -> np.ndarray:
         """``(K, 2)`` predicted ``(x, y)`` in the target's original pixels."""
         cat = pair.prompt_name if self.use_category else None
-        ra, rb = self.cache.get(pair.src_image, cat), self.cache.get(pair.trg_image, cat)
         # annotations may sit on the far border (x == W); keep them on the image's last pixel
         w, h = pair.src_size[:2]
         src = torch.as_tensor(pair.src_kps, dtype=torch.float64)
         src = torch.stack([src[:, 0].clamp(0, w - 1), src[:, 1].clamp(0, h - 1)], dim=1)
-        # with flip alignment the source's mirror competes (features cached like any image's)
-        mirror = self.mirror_cache.get(pair.src_image, cat) if self.flip_align else None
-        matches = self.pipe.match_raw(ra, rb, src, mirror=mirror)
+        matches = self.pipe.match_points(pair.src_image, pair.trg_image, src, category=cat)
         return matches.points_b.detach().cpu().double().numpy()

@@ -17,15 +17,14 @@ without a Layout file, the sorted file names of ``PairAnnotation/<split>`` are u
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DatasetError
+from .common import Selection, Split, read_json, read_selected
+from .pairs import Pair, natural_name
 
 log = logging.getLogger("sdcorr")
 
@@ -41,60 +40,7 @@ _LAYOUT_HELP = (
     "Layout/{large,small}/"
 )
 _PAIR_FIELDS = ("src_imname", "trg_imname", "src_imsize", "trg_imsize", "src_kps", "trg_kps")
-
-
-# Natural-language names for the SD prompt "a photo of a {name}" (the files use joined words).
-NATURAL_NAMES: dict[str, str] = {
-    "pottedplant": "potted plant",
-    "tvmonitor": "tv monitor",
-    "diningtable": "dining table",
-    "motorbike": "motorbike",
-    "winebottle": "wine bottle",
-}
-
-
-def natural_name(category: str) -> str:
-    """``"pottedplant" → "potted plant"``; other names unchanged (the SD prompt's wording)."""
-    return NATURAL_NAMES.get(category, category)
-
-
-@dataclass(frozen=True)
-class SPairPair:
-    """One annotated image pair (the record every dataset reader yields, not only SPair's).
-
-    Attributes:
-        name: pair file stem, e.g. ``"000167-2008_007604-2009_001056:aeroplane"``.
-        category: one of :data:`CATEGORIES`.
-        src_image: path of the source JPEG.
-        trg_image: path of the target JPEG.
-        src_kps: ``(K, 2)`` float64 ``(x, y)`` source keypoints, original pixels.
-        trg_kps: ``(K, 2)`` float64 ``(x, y)`` target keypoints (row ``i`` ↔ ``src_kps[i]``).
-        kps_ids: ``K`` semantic keypoint ids (strings, as in the files).
-        src_size: ``(W, H)`` of the source image.
-        trg_size: ``(W, H)`` of the target image.
-        src_bbox: ``(x1, y1, x2, y2)`` of the source object.
-        trg_bbox: ``(x1, y1, x2, y2)`` of the target object.
-        prompt_name: the object's name for the SD prompt ``"a photo of a {name}"`` with
-            ``--prompt category`` (``None``: empty prompt); readers set the natural name.
-    """
-
-    name: str
-    category: str
-    src_image: Path
-    trg_image: Path
-    src_kps: np.ndarray
-    trg_kps: np.ndarray
-    kps_ids: tuple[str, ...]
-    src_size: tuple[int, int]
-    trg_size: tuple[int, int]
-    src_bbox: tuple[float, float, float, float]
-    trg_bbox: tuple[float, float, float, float]
-    prompt_name: str | None = None
-
-    @property
-    def num_kps(self) -> int:
-        """Number of keypoints scored for this pair."""
-        return len(self.src_kps)
+SPairPair = Pair  # the record's former name
 
 
 def check_root(root: str | Path, split: str = "test") -> Path:
@@ -137,99 +83,23 @@ def list_pair_names(root: Path, split: str = "test", layout: str = "large") -> l
     return names
 
 
-def select_names(
-    names: list[str],
-    categories: list[str] | None = None,
-    sample: int | None = None,
-    limit: int | None = None,
-    seed: int = 42,
-    replace: bool = False,
-) -> list[str]:
-    """Filter and subsample pair names, keeping their order.
-
-    Args:
-        names: pair names in official order.
-        categories: keep only these categories (``None``: all).
-        sample: keep ``sample`` pairs per category, drawn without replacement with
-            ``random.Random(seed)`` (all pairs of a category if it has fewer).
-        limit: then keep the first ``limit`` pairs.
-        seed: seed of the per-category sample.
-        replace: draw with replacement exactly as the reference's ``--SAMPLE`` does
-            (``np.random.RandomState(seed).choice(n, sample)`` per category over its sorted
-            names); a name drawn again gets the suffix ``#2``, ``#3``, ... and counts again.
-    """
-    for what, n in (("sample", sample), ("limit", limit)):
-        if n is not None and n < 1:
-            raise DatasetError(f"--{what} must be at least 1 (leave it out for all pairs), got {n}")
-    if categories:
-        unknown = sorted(set(categories) - set(CATEGORIES))
-        if unknown:
-            raise DatasetError(f"unknown categories {unknown} (valid: {', '.join(CATEGORIES)})")
-        wanted = set(categories)
-        names = [n for n in names if pair_category(n) in wanted]
-    if sample is not None and replace:
-        names = sample_with_replacement(names, [pair_category(n) for n in names], sample, seed)
-    elif sample is not None:
-        rng = random.Random(seed)
-        keep: set[str] = set()
-        for cat in CATEGORIES:
-            block = [n for n in names if pair_category(n) == cat]
-            keep.update(rng.sample(block, min(sample, len(block))))
-        names = [n for n in names if n in keep]
-    if limit is not None:
-        names = names[:limit]
-    return names
-
-
-def sample_with_replacement(
-    names: list[str], categories: list[str], sample: int, seed: int = 42
-) -> list[str]:
-    """``sample`` names per category drawn with replacement, as the reference's ``--SAMPLE``.
-
-    Per category (in order of first appearance), ``np.random.RandomState(seed)`` is re-seeded
-    and ``choice(len(block), sample)`` indexes the category's sorted names (sd-dino's
-    ``load_spair_data`` seeds ``np.random.seed(42)`` per category, then globs sorted files).
-    Repeats get ``#k`` suffixes so every drawn pair has its own record.
-    """
-    blocks: dict[str, list[str]] = {}
-    for n, c in zip(names, categories, strict=True):
-        blocks.setdefault(c, []).append(n)
-    out: list[str] = []
-    for block in blocks.values():
-        block = sorted(block)
-        seen: dict[str, int] = {}
-        for i in np.random.RandomState(seed).choice(len(block), sample):
-            name = block[int(i)]
-            seen[name] = seen.get(name, 0) + 1
-            out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
-
-
-def base_name(name: str) -> str:
-    """A pair name without the ``#k`` suffix of a repeated draw."""
-    return name.split("#", 1)[0]
-
-
-def load_pair(root: Path, split: str, name: str) -> SPairPair:
+def load_pair(root: Path, split: str, name: str) -> Pair:
     """Read and check one pair file; its images must exist.
 
     Raises:
         DatasetError: naming the file that is missing or malformed.
     """
-    path = root / "PairAnnotation" / split / f"{base_name(name)}.json"
-    ann = _read_json(path)
+    path = root / "PairAnnotation" / split / f"{name}.json"
+    ann = read_json(path)
     try:
-        category = str(ann["category"])
         missing = [k for k in (*_PAIR_FIELDS, "trg_bndbox", "src_bndbox") if k not in ann]
         if missing:
             raise KeyError(missing[0])
-        src_kps = _points(ann["src_kps"])
-        trg_kps = _points(ann["trg_kps"])
+        category = str(ann["category"])
+        src_kps, trg_kps = _points(ann["src_kps"]), _points(ann["trg_kps"])
         kps_ids = tuple(str(k) for k in ann.get("kps_ids", range(len(src_kps))))
-        src_size = (int(ann["src_imsize"][0]), int(ann["src_imsize"][1]))
-        trg_size = (int(ann["trg_imsize"][0]), int(ann["trg_imsize"][1]))
-        src_bbox = _bbox(ann["src_bndbox"])
-        trg_bbox = _bbox(ann["trg_bndbox"])
+        sizes = [(int(ann[k][0]), int(ann[k][1])) for k in ("src_imsize", "trg_imsize")]
+        boxes = [_bbox(ann[k]) for k in ("src_bndbox", "trg_bndbox")]
     except KeyError as err:
         raise DatasetError(f"{path}: missing field {err}") from None
     except (TypeError, ValueError, IndexError) as err:
@@ -245,10 +115,22 @@ def load_pair(root: Path, split: str, name: str) -> SPairPair:
     for img in (src_image, trg_image):
         if not img.is_file():
             raise DatasetError(f"image file not found: {img} (listed in {path})")
-    return SPairPair(
-        name, category, src_image, trg_image, src_kps, trg_kps, kps_ids,
-        src_size, trg_size, src_bbox, trg_bbox, natural_name(category),
+    poses = [str(ann[k]) if k in ann else None for k in ("src_pose", "trg_pose")]
+    return Pair(
+        name, category, src_image, trg_image, src_kps, trg_kps, kps_ids, sizes[0], sizes[1],
+        boxes[0], boxes[1], natural_name(category), category, poses[0], poses[1],
     )  # fmt: skip
+
+
+def open_split(root: Path, split: str = "test", layout: str = "large") -> Split:
+    """The pairs of one split in official order (``Layout/<layout>/<split>.txt``).
+
+    Raises:
+        DatasetError: the tree is incomplete or the pair list is missing or empty.
+    """
+    root = check_root(root, split)
+    names = list_pair_names(root, split, layout)
+    return Split([(n, pair_category(n)) for n in names], lambda n: load_pair(root, split, n))
 
 
 def load_spair(
@@ -260,8 +142,8 @@ def load_spair(
     seed: int = 42,
     layout: str = "large",
     replace: bool = False,
-) -> list[SPairPair]:
-    """Read the pairs of one split (see :func:`select_names` for the selection arguments).
+) -> list[Pair]:
+    """Read the selected pairs of one split (selection: :func:`sdcorr.eval.common.select_names`).
 
     Returns:
         The selected pairs in official order.
@@ -270,30 +152,12 @@ def load_spair(
         DatasetError: the tree is incomplete, a file is missing or malformed, or nothing is
             selected.
     """
-    root = check_root(root, split)
-    all_names = list_pair_names(root, split, layout)
-    names = select_names(all_names, categories, sample, limit, seed, replace)
-    if not names:
-        raise DatasetError(f"no {split} pairs selected under {root} (categories={categories})")
-    pairs = [load_pair(root, split, n) for n in names]
-    log.info("SPair-71k %s: %d pairs, %d categories", split, len(pairs), len(_cats(pairs)))
+    cats = tuple(categories) if categories else None
+    sel = Selection(split, layout, cats, sample, limit, seed, replace)
+    pairs = read_selected(open_split(Path(root).expanduser(), split, layout), sel, Path(root))
+    log.info("SPair-71k %s: %d pairs, %d categories", split, len(pairs),
+             len({p.category for p in pairs}))  # fmt: skip
     return pairs
-
-
-def _cats(pairs: list[SPairPair]) -> set[str]:
-    return {p.category for p in pairs}
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"unreadable JSON in {path} ({err})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _points(value: list) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reader for TSS (Taniai et al., CVPR 2016), sd-dino's dense flow benchmark.
+"""TSS (Taniai et al., CVPR 2016), sd-dino's dense flow benchmark: the reader and the flow.
 
 Expected tree (``--root`` is ``TSS_CVPR2016``)::
 
@@ -14,11 +14,15 @@ cast to ``uint8``, so only 255 counts).
 
 The metric is sd-dino's ``pck_tss.py``: over the target's foreground pixels, the end-point
 error between the predicted and the true source position, correct when ``<= α · max(H, W)`` of
-the **source** image. So each TSS pair becomes a keypoint record *from the target to the
-source*: ``src_image`` is the TSS target, ``src_kps`` its foreground pixels in row-major order
-``(x, y)``, ``trg_image`` the TSS source and ``trg_kps = src_kps + flow``. Per-image PCK is the
-reference's ``PCK_*_per_image``; the table's categories are the three subsets. Pair ids are
-``<subset>/<folder>/<source>-<target>`` (e.g. ``JODS/horse_1/image1-image2``).
+the **source** image, compared in float32 as there. So each TSS pair becomes a keypoint record
+*from the target to the source*: ``src_image`` is the TSS target, ``src_kps`` its foreground
+pixels in row-major order ``(x, y)``, ``trg_image`` the TSS source and ``trg_kps = src_kps +
+flow``. Per-image PCK is the reference's ``PCK_*_per_image``; the table's categories are the three
+subsets. Pair ids are ``<subset>/<folder>/<source>-<target>`` (e.g. ``JODS/horse_1/image1-image2``).
+
+The prediction (:class:`FlowPredictor`) is the reference's: both images padded with black to a
+common size (right and bottom, ``pad_to_same_shape``), each padded image extracted, for every
+target cell the nearest source cell, the displacement resized to the padded frame.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import DatasetError
-from .common import image_size
-from .spair import SPairPair
+from ..image import load_image
+from ..match.sparse import descriptors, nearest, rows
+from ..types import FeatureMap
+from .common import Split, image_size
+from .pairs import Pair
 
 SUBSETS: tuple[str, ...] = ("FG3DCar", "JODS", "PASCAL")
 SPLITS: tuple[str, ...] = ("test", *SUBSETS)
@@ -78,31 +86,34 @@ def write_flo(path: Path, flow: np.ndarray) -> None:
         f.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
 
 
-def load_tss(root: str | Path, split: str = "test") -> list[SPairPair]:
-    """The pairs of all subsets (``split="test"``) or of one subset, in the reference's order.
+def open_split(root: Path, split: str = "test", layout: str = "large") -> Split:
+    """The pairs of all subsets (``split="test"``) or of one subset, in the reference's order
+    (``layout`` is SPair's; unused here).
 
     Raises:
-        DatasetError: naming the missing folder or file, or the inconsistent one.
+        DatasetError: naming the missing folder; a pair's files are checked when it is read.
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown TSS split '{split}' (valid: {', '.join(SPLITS)})")
-    root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"TSS not found at {root}: {HELP}")
     subsets = SUBSETS if split == "test" else (split,)
     for s in subsets:
         if not (root / s).is_dir():
             raise DatasetError(f"{root} has no {s}/ folder: {HELP}")
-    pairs = []
+    entries = []
     for s in subsets:
         for folder in sorted(p for p in (root / s).iterdir() if p.is_dir()):
-            pairs += [_pair(root, s, folder, 1, 2), _pair(root, s, folder, 2, 1)]
-    if not pairs:
+            entries += [(f"{s}/{folder.name}/image{a}-image{b}", s) for a, b in ((1, 2), (2, 1))]
+    if not entries:
         raise DatasetError(f"no TSS pair folders under {root}")
-    return pairs
+    return Split(entries, lambda name: _pair(root, name))
 
 
-def _pair(root: Path, subset: str, folder: Path, src: int, trg: int) -> SPairPair:
+def _pair(root: Path, name: str) -> Pair:
+    subset, folder_name, direction = name.split("/")
+    src, trg = (int(part.removeprefix("image")) for part in direction.split("-"))
+    folder = root / subset / folder_name
     src_img, trg_img = folder / f"image{src}.png", folder / f"image{trg}.png"
     flow = read_flo(folder / f"flow{trg}.flo")
     mask_path = folder / f"mask{trg}.png"
@@ -120,110 +131,125 @@ def _pair(root: Path, subset: str, folder: Path, src: int, trg: int) -> SPairPai
     pts = np.stack([xs, ys], axis=1).astype(np.float64)
     true = pts + flow[ys, xs].astype(np.float64)
     w, h = src_size
-    return SPairPair(
-        name=f"{subset}/{folder.name}/image{src}-image{trg}", category=subset,
+    label = object_class(subset, folder.name)
+    return Pair(
+        name=name, category=subset,
         src_image=trg_img, trg_image=src_img, src_kps=pts, trg_kps=true,
         kps_ids=(), src_size=trg_size, trg_size=src_size,
         src_bbox=(0.0, 0.0, float(trg_size[0]), float(trg_size[1])),
         trg_bbox=(0.0, 0.0, float(w), float(h)),
-        prompt_name=object_class(subset, folder.name),
+        prompt_name=label, label=label,
     )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- flow prediction
-def _cell_flow(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+def pad_pair(a: Image.Image, b: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """Both images padded with black on the right and bottom to their common ``(max W, max H)``
+    (the reference's ``pad_to_same_shape``, which leaves every pixel's coordinates as they are)."""
+    size = (max(a.width, b.width), max(a.height, b.height))
+
+    def pad(im: Image.Image) -> Image.Image:
+        if im.size == size:
+            return im
+        canvas = Image.new("RGB", size)
+        canvas.paste(im, (0, 0))
+        return canvas
+
+    return pad(a), pad(b)
+
+
+def cell_flow(fa: FeatureMap, fb: FeatureMap, metric: str = "cosine") -> torch.Tensor:
     """``(2, n, n)`` nearest-neighbour displacement in cells, target cell → source cell.
 
-    ``fa`` is the target's ``(D, n, n)`` descriptor map, ``fb`` the source's; every cell of
-    the source is a candidate (as the reference's ``torch.cdist`` over all 60x60 cells).
+    Args:
+        fa: ``(1, D, n, n)`` descriptors of the target (the TSS image with the mask).
+        fb: ``(1, D, n, n)`` descriptors of the source; every cell is a candidate, as the
+            reference's ``torch.cdist`` over all cells.
+        metric: ``"cosine"`` (unit-norm descriptors, :func:`sdcorr.match.sparse.nearest`) or
+            ``"l2"`` (Euclidean distance between the descriptors as given, the reference's
+            ``torch.cdist`` then ``argmin``).
     """
-    d, n, _ = fa.shape
-    a = torch.nn.functional.normalize(fa.reshape(d, -1).T.float(), dim=1)
-    b = torch.nn.functional.normalize(fb.reshape(d, -1).T.float(), dim=1)
-    idx = torch.cat([(chunk @ b.T).argmax(dim=1) for chunk in a.split(4096)])
+    n = fa.features.shape[-1]
+    if metric == "cosine":
+        idx, _ = nearest(descriptors(fa), descriptors(fb))
+    elif metric == "l2":
+        idx, _ = nearest(rows(fa).detach(), rows(fb).detach(), metric="l2")
+    else:
+        raise ValueError(f"unknown metric {metric!r} (valid: cosine, l2)")
+    idx = idx.cpu()
     gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     return torch.stack([(idx % n).reshape(n, n) - gx, (idx // n).reshape(n, n) - gy]).float()
 
 
-def _bilinear(field: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``(K, C)`` samples of ``(C, n, n)`` at continuous cell coordinates (edge-clamped)."""
-    n = field.shape[-1]
-    u, v = u.clamp(0, n - 1), v.clamp(0, n - 1)
-    u0, v0 = u.floor().long().clamp(max=n - 2), v.floor().long().clamp(max=n - 2)
-    if n == 1:
-        return field[:, 0, 0].expand(len(u), -1)
-    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
-    f = field.permute(1, 2, 0)
-    top = f[v0, u0] * (1 - fu) + f[v0, u0 + 1] * fu
-    bottom = f[v0 + 1, u0] * (1 - fu) + f[v0 + 1, u0 + 1] * fu
-    return top * (1 - fv) + bottom * fv
-
-
 def reference_flow_points(
-    fa: torch.Tensor,
-    fb: torch.Tensor,
-    size_a: tuple[int, int],
-    size_b: tuple[int, int],
-    points: np.ndarray,
+    flow: torch.Tensor, size: tuple[int, int], points: np.ndarray
 ) -> np.ndarray:
     """Predicted source positions of target pixels by sd-dino's ``nearest_neighbor_flow``.
 
-    The reference finds, for each target cell, the nearest source cell, takes the displacement
-    in cells, resizes that field bilinearly (``align_corners=False``) to ``L x L`` pixels with
-    ``L = max(W, H)``, scales it by ``L / n`` and crops the centred padding. Here the
-    displacement of a cell is taken in pixels between the two cells' centres, each mapped to its
-    own image (identical to the reference's when, as there, both images have the same size).
+    For two images of the same (padded) size ``(W, H)``: the ``(2, n, n)`` cell displacement
+    is resized bilinearly (``align_corners=False``) to ``L x L`` with ``L = max(W, H)``, scaled
+    by ``L / n`` in float32 and its centred ``H x W`` part read at each target pixel, all in
+    the order and precision of the reference.
 
     Args:
-        fa: ``(D, n, n)`` fused descriptors of the target (the TSS image with the mask).
-        fb: ``(D, n, n)`` fused descriptors of the source.
-        size_a: target ``(W, H)``; size_b: source ``(W, H)``.
-        points: ``(K, 2)`` target pixels ``(x, y)``.
+        flow: ``(2, n, n)`` target → source displacement in cells (:func:`cell_flow`).
+        size: ``(W, H)`` of both images.
+        points: ``(K, 2)`` integer target pixels ``(x, y)``.
 
     Returns:
-        ``(K, 2)`` predicted ``(x, y)`` in the source's original pixels.
+        ``(K, 2)`` predicted ``(x, y)`` in the source's pixels (float64 of float32 values).
     """
-    n = fa.shape[-1]
-    flow = _cell_flow(fa, fb)
-
-    def centre_px(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        side = max(size)
-        off = torch.tensor([(side - size[0]) // 2, (side - size[1]) // 2], dtype=torch.float32)
-        return (cells + 0.5) * side / n - 0.5 - off[:, None, None]
-
-    gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    grid = torch.stack([gx, gy]).float()
-    flow_px = centre_px(grid + flow, size_b) - centre_px(grid, size_a)  # (2, n, n)
-    side_a = max(size_a)
-    pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
-    off_a = torch.tensor([(side_a - size_a[0]) // 2, (side_a - size_a[1]) // 2])
-    uv = (pts + off_a + 0.5) * n / side_a - 0.5  # the resize's sample position, in cells
-    return (pts + _bilinear(flow_px, uv[:, 0], uv[:, 1])).double().numpy()
+    w, h = size
+    side, n = max(w, h), flow.shape[-1]
+    up = F.interpolate(flow[None].float(), size=(side, side), mode="bilinear", align_corners=False)
+    up = up * torch.tensor([side / float(n)] * 2, dtype=torch.float32).view(1, 2, 1, 1)
+    x0, y0 = (side - w) // 2 if side == h else 0, (side - h) // 2 if side != h else 0
+    up = up[0, :, y0 : y0 + h, x0 : x0 + w]
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    sampled = up[:, torch.as_tensor(pts[:, 1]), torch.as_tensor(pts[:, 0])].T
+    return pts + sampled.double().numpy()
 
 
 class FlowPredictor:
-    """sd-dino's dense TSS prediction over a cached ``ModelPredictor``'s pipeline.
+    """sd-dino's dense TSS prediction over a :class:`sdcorr.eval.runner.ModelPredictor`.
 
-    Called on a TSS record (``src_image`` = TSS target, ``trg_image`` = TSS source) it fuses the
-    two images' features and returns :func:`reference_flow_points` of the record's points.
+    Called on a TSS record (``src_image`` = TSS target, ``trg_image`` = TSS source) it pads the
+    two images to their common size (:func:`pad_pair`), extracts both, finds for every target
+    cell the nearest source cell (:func:`cell_flow`) and returns :func:`reference_flow_points`
+    of the record's points. Descriptors: with an SD branch, the pipeline's fused ones (cosine);
+    DINO alone, the raw tokens compared by L2 as the reference's ``--ONLY_DINO``.
+
+    Feature cache: padding makes an image's features depend on its partner. A padded image goes
+    through the pipeline's cache as the padded picture (keyed by its pixels), never as its file,
+    so its features are never served for the unpadded image nor the other way round; the
+    folder's second pair (the same two padded images) reuses them. An image that needs no
+    padding goes by its file, as in every other pair it appears in.
     """
 
     def __init__(self, base: Any) -> None:
-        """``base``: a :class:`sdcorr.eval.runner.ModelPredictor` (its pipeline and cache)."""
+        """``base``: a ``ModelPredictor`` (its ``pipe``, ``cache`` and ``use_category``)."""
         self.base = base
 
     @property
     def cache(self) -> Any:
-        """The base predictor's feature cache (for the runner's counters)."""
+        """The pipeline's feature cache (for the runner's counters)."""
         return self.base.cache
 
-    def __call__(self, pair: SPairPair) -> np.ndarray:
+    def _features(self, pair: Pair, category: str | None) -> tuple[Any, Any]:
+        paths = (pair.src_image, pair.trg_image)
+        images = [load_image(p) for p in paths]
+        padded = pad_pair(*images)
+        inputs = [p if pad is im else pad for p, im, pad in zip(paths, images, padded, strict=True)]
+        ra, rb = self.base.pipe.image_features(inputs, category)
+        return ra, rb
+
+    def __call__(self, pair: Pair) -> np.ndarray:
         """``(K, 2)`` predicted positions in the TSS source of the target's foreground pixels."""
-        cat = pair.prompt_name if self.base.use_category else None
-        fa, fb = self.base.pipe.fuse(
-            self.base.cache.get(pair.src_image, cat), self.base.cache.get(pair.trg_image, cat)
-        )
-        return reference_flow_points(
-            fa.features[0].detach().cpu(), fb.features[0].detach().cpu(),
-            pair.src_size, pair.trg_size, pair.src_kps,
-        )  # fmt: skip
+        category = pair.prompt_name if self.base.use_category else None
+        ra, rb = self._features(pair, category)
+        if getattr(self.base.pipe.config, "sd", None) is None:  # DINO alone: raw tokens, L2
+            flow = cell_flow(ra.maps["dino"], rb.maps["dino"], "l2")
+        else:
+            flow = cell_flow(*self.base.pipe.fuse(ra, rb), "cosine")
+        size = (max(pair.src_size[0], pair.trg_size[0]), max(pair.src_size[1], pair.trg_size[1]))
+        return reference_flow_points(flow, size, pair.src_kps)

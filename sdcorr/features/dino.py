@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DinoConfig
+from ..config import DEFAULT_GRID, DinoConfig
 from ..device import resolve_device, resolve_dtype
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelLoadError, first_line
 from ..hub import resolve_model
 from ..image import Geometry, ImageLike, prepare_image
 from ..types import FeatureMap
@@ -38,7 +38,6 @@ from .hooks import capture
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FACETS = ("token", "key", "query", "value")
-DEFAULT_GRID = 60  # cells per side of the default frame (SD-DINO's 840 / 14)
 POS_INTERPOLATIONS = ("hub", "transformers")
 HUB_INTERPOLATE_OFFSET = 0.1  # facebookresearch/dinov2 ``interpolate_offset``
 
@@ -106,16 +105,14 @@ class ViTExtractor:
         ``pos_interpolation="hub"`` resizes DINOv2's position grid as the DINOv2 hub code does
         (see :func:`hub_pos_embeddings`); ``"transformers"`` keeps the transformers rule.
         """
-        from transformers import AutoModel
-
         cfg = DinoConfig(
             model=model, frame=image_size, layer=layer, facet=facet, stride=stride,
             pos_interpolation=pos_interpolation,
         )  # fmt: skip
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        path = resolve_model(model, "dino", revision)
-        net = AutoModel.from_pretrained(path, dtype=dt, attn_implementation="sdpa")
+        path = resolve_model(model, "dino", revision)  # checks config.json and the weights
+        net = load_vit(path, dt)
         mean, std = folder_normalisation(path)
         return cls(net, cfg, dev, dt, mean=mean, std=std)
 
@@ -297,6 +294,28 @@ def _patch_size(mcfg) -> int:
             raise ConfigError(f"non-square patches {tuple(p)} are not supported")
         p = p[0]
     return int(p)
+
+
+def load_vit(path: Path, dtype: torch.dtype) -> nn.Module:
+    """``AutoModel.from_pretrained(path)`` with a broken folder as one :class:`ModelLoadError`
+    line naming it (weights that transformers refuses, e.g. a ``pytorch_model.bin`` pickling
+    Python objects other than tensors, which ``torch.load(weights_only=True)`` never runs)."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"model folder {path}: torch.load(weights_only=True) refused its pytorch_model.bin "
+            "(it pickles Python objects other than tensors, or is damaged); nothing of it ran"
+        ) from None
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+        raise ModelLoadError(
+            f"model folder {path} cannot be loaded ({type(err).__name__}: {first_line(err)})"
+        ) from None
 
 
 def folder_normalisation(path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -26,31 +26,31 @@ def resolve_weights(spec: str) -> Path:
         ModelNotFoundError: a missing local file, or a hub file that is neither cached nor
             downloadable (offline, no network, gated).
     """
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    if ":" not in spec or path.exists():
-        raise ModelNotFoundError(f"U-Net weights file not found: {spec}")
-    repo, filename = spec.split(":", 1)
-    from huggingface_hub import hf_hub_download
+    from ..hub import cache_dir, ladder
 
-    from ..hub import _reason, cache_dir, is_offline
+    def local() -> Path | None:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            return path
+        if ":" not in spec or path.exists():
+            raise ModelNotFoundError(f"U-Net weights file not found: {spec}")
+        return None  # a hub repo:filename
 
-    try:
-        return Path(hf_hub_download(repo, filename, local_files_only=True))
-    except Exception as err:
-        cached_err = err
-    reason = "HF_HUB_OFFLINE is set" if is_offline() else None
-    if reason is None:
-        try:
-            return Path(hf_hub_download(repo, filename))
-        except Exception as err:
-            cached_err, reason = err, _reason(err)
-    raise ModelNotFoundError(
-        f"U-Net weights '{spec}' are not in the Hugging Face cache ({cache_dir()}) and {reason}; "
-        f"download {filename} from {repo} where the Hub is reachable and pass the file with "
-        "--unet-weights PATH"
-    ) from cached_err
+    repo, _, filename = spec.partition(":")
+
+    def get(local_only: bool) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
+
+    def not_found(reason: str) -> ModelNotFoundError:
+        return ModelNotFoundError(
+            f"U-Net weights '{spec}' are not in the Hugging Face cache ({cache_dir()}) and "
+            f"{reason}; download {filename} from {repo} where the Hub is reachable and pass the "
+            "file with --unet-weights PATH"
+        )
+
+    return ladder(local, get, not_found, what=spec)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..io import atomic_path
 
 log = logging.getLogger("sdcorr.pretrain")
@@ -48,19 +48,59 @@ def remove_temporaries(out: Path) -> list[Path]:
     return left
 
 
+REQUIRED_KEYS = ("step", "student", "teacher", "optimizer", "centers", "rng", "corrupt")
+
+
 def load_latest(out: Path) -> dict[str, Any]:
-    """The newest readable checkpoint of ``out``; unreadable newer ones are skipped with a
-    warning. :class:`ConfigError` when there is none."""
-    ckpts = list_checkpoints(out)
-    for path in reversed(ckpts):
+    """The newest readable checkpoint of ``out``; unreadable (torn) newer ones are skipped
+    with a warning.
+
+    Nothing is unpickled with code execution allowed: a checkpoint is a ``torch.save`` zip of
+    tensors and plain containers, read with ``torch.load(weights_only=True)`` after its pickle
+    has been scanned for references to other Python objects.
+
+    Raises:
+        ConfigError: a checkpoint refers to Python objects other than tensors and plain
+            containers (not written by sdcorr: refused, nothing of it runs), holds no sdcorr
+            state, or no checkpoint is readable.
+    """
+    reasons = []
+    for path in reversed(list_checkpoints(out)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # truncated or foreign file: fall back to an older one
-            log.warning("skipping unreadable checkpoint %s (%s)", path, err)
+            state = _read_checkpoint(path)
+        except OSError as err:  # truncated or foreign file: fall back to an older one
+            reasons.append(f"{path.name}: {err}")
             continue
+        for reason in reasons:
+            log.warning("skipping unreadable checkpoint %s", reason)
         log.info("resuming from %s", path)
         return state
-    raise ConfigError(f"--resume: no readable checkpoint in {out / CKPT_DIR}")
+    why = f" ({reasons[0]})" if reasons else ""
+    raise ConfigError(f"--resume: no readable checkpoint in {out / CKPT_DIR}{why}")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load one checkpoint safely; ``OSError`` when it is torn or not a checkpoint at all."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(path)
+    except (RuntimeError, ValueError) as err:  # not a complete torch.save zip
+        raise OSError(first_line(err)) from None
+    if unsafe:
+        raise ConfigError(
+            f"--resume: refusing {path}: it refers to Python objects ({', '.join(unsafe[:3])}) "
+            "that sdcorr never writes and that could run code when loaded; nothing of it was "
+            "loaded: delete it (or the run folder) unless you know where it came from"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged zip member, a refused object
+        raise OSError(first_line(err)) from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"--resume: {path} is not an sdcorr checkpoint (no {', '.join(missing)})")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

@@ -336,6 +336,8 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
         raise ConfigError(f"run.precision must be 'bf16' or 'fp32', got '{cfg.run.precision}'")
     if cfg.run.parallel not in ("ddp", "fsdp2"):
         raise ConfigError(f"run.parallel must be 'ddp' or 'fsdp2', got '{cfg.run.parallel}'")
+    if cfg.run.steps is not None and cfg.run.steps < 1:  # 0 must not mean "the preset's"
+        raise ConfigError(f"run.steps (--steps) must be at least 1, got {cfg.run.steps}")
     if cfg.run.batch_size < 1 or cfg.total_steps < 1:
         raise ConfigError("run.batch_size and the number of steps must be at least 1")
     if cfg.model.hidden_size % cfg.model.num_heads:

@@ -1,53 +1,28 @@
-"""torch.distributed helpers: process group from torchrun's environment, DDP/FSDP2 wrapping,
-full state dicts. Nothing here calls a collective unless a process group is initialised.
+"""torch.distributed helpers for pretraining: DDP/FSDP2 wrapping, full state dicts, averaged
+logs. Joining and leaving the torchrun group is the core's :mod:`sdcorr.distributed` (NCCL on
+CUDA, gloo elsewhere), re-exported here. Nothing here calls a collective unless a process group
+is initialised.
 """
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..distributed import DistInfo, close_distributed, init_distributed
 
-@dataclass(frozen=True)
-class DistInfo:
-    """Rank layout of this process (``world_size == 1`` when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        """True when a process group is in use."""
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        """True on rank 0."""
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> DistInfo:
-    """Join the torchrun process group (``nccl`` on CUDA, else ``gloo``) when ``WORLD_SIZE>1``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if device_type == "cuda":
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(rank, world, local)
-
-
-def close_distributed() -> None:
-    """Destroy the process group if one is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+__all__ = [
+    "DistInfo",
+    "all_mean",
+    "close_distributed",
+    "full_state_dict",
+    "init_distributed",
+    "load_full_state_dict",
+    "reshard",
+    "shard_fsdp2",
+    "wrap_ddp",
+]
 
 
 def all_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:

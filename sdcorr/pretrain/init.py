@@ -75,11 +75,11 @@ def apply_init(cfg: PretrainConfig, name: str) -> PretrainConfig:
 
 
 def load_pretrained(path: str | Path) -> nn.Module:
-    """The pretrained backbone (``Dinov2Model`` or ``Dinov2WithRegistersModel``), fp32, eval."""
-    from transformers import AutoModel
+    """The pretrained backbone (``Dinov2Model`` or ``Dinov2WithRegistersModel``), fp32, eval;
+    a folder that cannot be loaded is one :class:`~sdcorr.errors.ModelLoadError` line."""
+    from ..features.dino import load_vit
 
-    model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
-    return model.eval()
+    return load_vit(Path(path), torch.float32).eval()
 
 
 def init_backbone(backbone: nn.Module, path: str | Path) -> None:

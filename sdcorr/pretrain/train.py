@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, SdcorrError
+from ..errors import ConfigError, SdcorrError, first_line
 from . import checkpoint as ckpt
+from . import rundir
 from .config import PretrainConfig, save_yaml, to_dict, validate
 from .dist import (
     DistInfo,
@@ -36,6 +37,7 @@ from .dist import (
 from .heads import SSLModel
 from .losses import Centering, dino_loss, ibot_loss, koleo_loss, sinkhorn_knopp
 from .schedules import apply_schedules, build_schedules, param_groups
+from .stop import StopSignals
 
 log = logging.getLogger("sdcorr.pretrain")
 
@@ -271,6 +273,16 @@ def _state_dict(state: State, info: DistInfo, fsdp: bool) -> dict[str, Any]:
 
 
 def _load_state(state: State, saved: dict[str, Any], info: DistInfo, fsdp: bool) -> None:
+    try:
+        _restore(state, saved, info, fsdp)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+        raise ConfigError(
+            f"--resume: the newest checkpoint does not fit the run's config.yaml "
+            f"({first_line(err)})"
+        ) from None
+
+
+def _restore(state: State, saved: dict[str, Any], info: DistInfo, fsdp: bool) -> None:
     load_full_state_dict(state.student_module, saved["student"], fsdp)
     load_full_state_dict(state.teacher, saved["teacher"], fsdp)
     if fsdp:
@@ -311,53 +323,6 @@ def _loader(cfg: PretrainConfig, data: Path, info: DistInfo, start: int, device:
     )  # fmt: skip
 
 
-def _trim_log(path: Path, upto: int) -> None:
-    """Drop log lines of steps ``>= upto`` (written after the checkpoint we resume from) and
-    lines that do not parse (a line torn by a kill); rewrite the file atomically."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            log.warning("dropping a torn line of %s", path)
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] < upto:
-            keep.append(line)
-    from ..io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-
-
-RUN_FILES = ("config.yaml", "log.jsonl", ckpt.CKPT_DIR, "backbone")
-
-
-def prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> None:
-    """Refuse to start a fresh run over an existing one (unless ``overwrite``).
-
-    Raises:
-        ConfigError: ``out`` already holds a run and neither ``resume`` nor ``overwrite``.
-    """
-    if resume:
-        return
-    found = [n for n in RUN_FILES if (out / n).exists()]
-    if found and not overwrite:
-        raise ConfigError(
-            f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it or "
-            f"--overwrite to start again"
-        )
-    if found and info.main:
-        import shutil
-
-        for name in found:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-    if info.distributed:
-        torch.distributed.barrier()
-
-
 def run_pretraining(
     cfg: PretrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
     overwrite: bool = False, quiet: bool = False, dump_rank_states: bool = False,
@@ -369,21 +334,27 @@ def run_pretraining(
     The global RNG and thread count of the calling process are restored afterwards.
 
     Raises:
-        ConfigError: a fresh run into an ``out`` that holds a run (without ``overwrite``).
+        DatasetError: ``data`` holds no readable image (checked before anything is written).
+        OutputError: ``out`` cannot be created or written.
+        ConfigError: a fresh run into an ``out`` that holds a run (without ``overwrite``), or
+            a checkpoint that cannot be resumed from.
         NonFiniteLossError: the loss became NaN/inf (the checkpoints so far are kept).
         KeyboardInterrupt: SIGINT or SIGTERM, after a checkpoint of the last finished step.
     """
     validate(cfg)
-    out, data = Path(out), Path(data)
+    out, data = Path(out), rundir.check_data(Path(data))
     info = init_distributed(_resolve_device(cfg, DistInfo()).type)
-    prepare_out(out, resume, overwrite, info)
+    created = rundir.prepare_out(out, resume, overwrite, info)
     device = _resolve_device(cfg, info)
     devices = [device.index or 0] if device.type == "cuda" else []
     threads = torch.get_num_threads()
     if device.type == "cpu" and cfg.run.cpu_threads:
         torch.set_num_threads(cfg.run.cpu_threads)
     try:
-        with torch.random.fork_rng(devices=devices):
+        with (
+            rundir.undo_failed_start(out, resume, created, info),
+            torch.random.fork_rng(devices=devices),
+        ):
             torch.manual_seed(cfg.run.seed + info.rank)  # drop path; data RNGs are per step
             return _run(cfg, data, out, info, device, resume, quiet, dump_rank_states)
     finally:
@@ -397,14 +368,14 @@ def _run(
     from tqdm.auto import tqdm
 
     fsdp = info.distributed and cfg.run.parallel == "fsdp2"
+    saved = ckpt.load_latest(out) if resume else None  # before any model is built
     state = build_state(cfg, device, info, load_init=not resume)
-    if resume:
-        _load_state(state, ckpt.load_latest(out), info, fsdp)
+    if saved is not None:
+        _load_state(state, saved, info, fsdp)
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
         ckpt.remove_temporaries(out)
         save_yaml(cfg, out / "config.yaml")
-        _trim_log(out / "log.jsonl", state.step)
+        rundir.trim_log(out / "log.jsonl", state.step)
     schedules = build_schedules(cfg, info.world_size)
     loader = _loader(cfg, data, info, state.step, device)
     bar = tqdm(total=cfg.total_steps, initial=state.step, disable=True if quiet or not info.main
@@ -434,49 +405,6 @@ def _run(
     if dump:
         _dump_rank_state(out, state, info, fsdp, last)
     return _export(out, cfg, state, info, fsdp)
-
-
-class StopSignals:
-    """Context that turns SIGINT/SIGTERM into a flag, so the loop can checkpoint and stop.
-
-    Handlers are installed only in the main thread and restored on exit. A second signal
-    while the checkpoint is written is recorded, not acted on, so the write completes.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def __enter__(self) -> StopSignals:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                sig = getattr(signal, name)
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def agreed(self, info: DistInfo) -> int:
-        """The signal number if any rank received one (collective under torchrun), else 0."""
-        if not info.distributed:
-            return self.signum
-        t = torch.tensor(float(self.signum))
-        if torch.distributed.get_backend() == "nccl":
-            t = t.cuda()
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return int(t.item())
 
 
 def _log(out: Path, cfg: PretrainConfig, state: State, values: dict, losses: dict,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_eval_script import ROOTS, _script
+from .test_eval_script import ROOTS, eval_main
 from .test_spair_e2e import FRAMES, _load_once  # noqa: F401 (module fixture: load models once)
 
 
@@ -26,7 +26,7 @@ def _json(path: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", list(ROOTS))
 def test_model_run_completes_and_resumes(dataset, tiny_models, tmp_path) -> None:
-    main = _script().main
+    main = eval_main
     out = tmp_path / "run"
     few = ["--limit", "2"] + (["--split", "PASCAL"] if dataset == "tss" else [])  # 2 pairs
     assert main(_args(dataset, tiny_models, out, *few)) == 0
@@ -34,6 +34,9 @@ def test_model_run_completes_and_resumes(dataset, tiny_models, tmp_path) -> None
     n = summary["pck"][next(iter(summary["pck"]))]["n_pairs"]
     assert n == len((out / "pairs.jsonl").read_text().splitlines()) > 1
     assert summary["config"]["dtype"] == "fp32" and summary["config"]["prompt"] == "empty"
+    ev = summary["config"]["eval"]
+    own = f"{ev['threshold']}-{ev['compare']}"
+    assert summary["by_protocol"][own] == summary["pck"] and len(summary["by_protocol"]) >= 2
     # killed while writing the second pair: the rerun does only the missing pairs
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .test_spair_script import REPO
-from .test_spair_script import _script as _spair_script
+from .test_spair_script import REPO, spair_main
 
 
 def _fake_pipe_class():
@@ -50,7 +49,7 @@ def _json(path: Path) -> dict:
 
 def test_resume_accepts_another_spelling_of_root(spair_root, tmp_path, loads, monkeypatch) -> None:
     out = tmp_path / "out"
-    main = _spair_script().main
+    main = spair_main
     assert main(["--root", str(spair_root), "--out", str(out), "-q"]) == 0
     monkeypatch.chdir(spair_root.parent)
     for spelling in (
@@ -66,7 +65,7 @@ def test_resume_accepts_another_spelling_of_root(spair_root, tmp_path, loads, mo
 def test_resume_refusal_names_the_setting_before_any_model_loads(spair_root, tmp_path, loads,
                                                                 capsys) -> None:  # fmt: skip
     out = tmp_path / "out"
-    main = _spair_script().main
+    main = spair_main
     assert main(["--root", str(spair_root), "--out", str(out), "-q"]) == 0
     assert len(loads) == 1
     assert main(["--root", str(spair_root), "--out", str(out), "--dino-frame", "224", "-q"]) == 2
@@ -79,7 +78,7 @@ def test_resume_refusal_names_the_setting_before_any_model_loads(spair_root, tmp
 
 def test_sd_tile_0_means_no_tiles_and_bad_frames_are_refused(spair_root, tmp_path, loads,
                                                              capsys) -> None:  # fmt: skip
-    main = _spair_script().main
+    main = spair_main
     out = tmp_path / "o"
     assert main(["--root", str(spair_root), "--out", str(out), "--sd-tile", "0", "--limit", "1",
                  "-q"]) == 0  # fmt: skip
@@ -96,7 +95,7 @@ def test_sd_tile_0_means_no_tiles_and_bad_frames_are_refused(spair_root, tmp_pat
 
 
 def test_fp32_by_default_fp16_one_flag_away(spair_root, tmp_path, loads) -> None:
-    main = _spair_script().main
+    main = spair_main
     assert (
         main(["--root", str(spair_root), "--out", str(tmp_path / "a"), "--limit", "1", "-q"]) == 0
     )
@@ -116,7 +115,7 @@ def test_fp32_by_default_fp16_one_flag_away(spair_root, tmp_path, loads) -> None
 
 
 def test_empty_prompt_by_default_category_prompt_with_natural_names(spair_root, tmp_path, loads):
-    main = _spair_script().main
+    main = spair_main
     assert main(["--root", str(spair_root), "--out", str(tmp_path / "a"), "-q"]) == 0
     assert {c for _, c in loads[0]["pipe"].calls} == {None}
     assert main(["--root", str(spair_root), "--out", str(tmp_path / "b"), "--prompt", "category",
@@ -127,7 +126,7 @@ def test_empty_prompt_by_default_category_prompt_with_natural_names(spair_root, 
 
 
 def test_category_weighted_in_summary_and_table(spair_root, tmp_path, loads, capsys) -> None:
-    main = _spair_script().main
+    main = spair_main
     out = tmp_path / "a"
     assert main(["--root", str(spair_root), "--out", str(out), "-q"]) == 0
     pck = _json(out / "summary.json")["pck"]
@@ -143,7 +142,7 @@ def test_sampling_with_replacement_matches_the_reference_draw(spair_root, tmp_pa
     import numpy as np
 
     out = tmp_path / "a"
-    main = _spair_script().main
+    main = spair_main
     argv = ["--root", str(spair_root), "--out", str(out), "--sample", "3",
             "--sample-with-replacement", "-q"]  # fmt: skip
     assert main(argv) == 0
@@ -151,3 +150,57 @@ def test_sampling_with_replacement_matches_the_reference_draw(spair_root, tmp_pa
     assert len(names) == 18  # 3 draws in each of the 6 one-pair categories
     assert np.random.RandomState(42).choice(1, 3).tolist() == [0, 0, 0]
     assert names[:3] == [f"000167-2008_007604-2009_001056:aeroplane{s}" for s in ("", "#2", "#3")]
+
+
+def test_cleandift_captions_with_the_raw_category_unless_told(spair_root, tmp_path, loads):
+    """CleanDIFT's evaluation captions "A photo of a {category}" with the raw SPair name;
+    ``--preset cleandift`` does so by default and records it; ``--prompt`` overrides."""
+    main = spair_main
+    base = ["--root", str(spair_root), "--preset", "cleandift", "-q"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert _json(tmp_path / "a" / "config.json")["prompt"] == "category-raw"
+    cats = {c for _, c in loads[0]["pipe"].calls}
+    assert cats == {"aeroplane", "cow", "dog", "horse", "motorbike", "pottedplant"}
+    assert loads[0]["config"].sd.prompt_template == "A photo of a {category}"
+    assert main([*base, "--out", str(tmp_path / "b"), "--prompt", "empty"]) == 0
+    assert _json(tmp_path / "b" / "config.json")["prompt"] == "empty"
+    assert {c for _, c in loads[1]["pipe"].calls} == {None}
+
+
+def test_unet_weights_and_no_noise_reach_the_pipeline_as_in_sdcorr_match(
+    spair_root, tmp_path, loads
+) -> None:
+    from sdcorr.cli import build_parser
+    from sdcorr.commands.options import resolve_args
+
+    out = tmp_path / "a"
+    flags = ["--unet-weights", "w.safetensors", "--no-noise", "--sd-seed", "7"]
+    assert spair_main(["--root", str(spair_root), "--out", str(out), "--limit", "1", *flags,
+                       "-q"]) == 0  # fmt: skip
+    sd = _json(out / "config.json")["pipeline"]["sd"]
+    assert sd["unet_weights"] == "w.safetensors" and sd["noise"] is False and sd["seed"] == 7
+    match = build_parser().parse_args(["match", "a", "b", *flags[:3], "--seed", "7"])
+    assert loads[0]["config"] == resolve_args(match).config
+
+
+def test_dino_frame_100_is_refused_before_loading_and_before_out_exists(
+    spair_root, tmp_path, loads, capsys
+) -> None:
+    from sdcorr.cli import main
+
+    out = tmp_path / "o"
+    for run in (lambda a: spair_main(a), lambda a: main(["eval", "--dataset", "spair", *a])):
+        assert run(["--root", str(spair_root), "--out", str(out), "--dino-frame", "100"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --dino-frame must be positive and a multiple of")
+        assert err.count("\n") == 1 and not out.exists() and loads == []
+
+
+def test_sdcorr_eval_help_lists_the_shared_options(capsys) -> None:
+    from sdcorr.cli import main
+
+    assert main(["eval", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--unet-weights", "--no-noise", "--flip-align", "--soft-argmax",
+                 "--sd-seed", "--cache-dir"):  # fmt: skip
+        assert flag in text

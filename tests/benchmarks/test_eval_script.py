@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from sdcorr.commands.eval import main
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "eval.py"
@@ -23,17 +24,15 @@ ROOTS = {
 }
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("eval_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def eval_main(argv: list[str]) -> int:
+    """``sdcorr eval ARGV`` (what ``benchmarks/eval.py ARGV`` runs), in this process."""
+    return main(argv)
 
 
 # ----------------------------------------------------------------- independent ground truth
 # Each reads the raw files with its own code (csv, json, numpy), never through sdcorr.eval.
 def _pf_pascal_truth(root: Path) -> list[dict]:
-    with open(root / "test_pairs_pf_pascal.csv") as f:
+    with open(root / "PF-dataset-PASCAL" / "test_pairs_pf_pascal.csv") as f:  # paths: from root
         rows = list(csv.DictReader(f))
     out = []
     for i, r in enumerate(rows):
@@ -45,7 +44,7 @@ def _pf_pascal_truth(root: Path) -> list[dict]:
 
 
 def _pf_willow_truth(root: Path) -> list[dict]:
-    with open(root / "test_pairs.csv") as f:
+    with open(root / "test_pairs_pf.csv") as f:
         rows = list(csv.reader(f))[1:]
     out = []
     for i, r in enumerate(rows):
@@ -133,7 +132,7 @@ def test_predictions_score_as_computed_independently(dataset, tmp_path) -> None:
         *map(str, ALPHAS),
         "-q",
     ]
-    assert _script().main(argv) == 0
+    assert eval_main(argv) == 0
     pck = json.loads((out / "summary.json").read_text())["pck"]
     assert pck["0.1"]["n_pairs"] == len(truth)
     for a in ALPHAS:
@@ -162,7 +161,7 @@ def test_the_other_threshold_or_comparison_changes_the_score(tmp_path) -> None:
         str(tmp_path / "p.jsonl"),
         "-q",
     ]
-    main = _script().main
+    main = eval_main
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--out", str(tmp_path / "b"), "--threshold", "img"]) == 0
     a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab")
@@ -182,7 +181,7 @@ def test_inclusive_comparison_counts_the_edge(tmp_path, spair_root) -> None:
             f.write(json.dumps({"pair": p.name, "pred_kps": pred.tolist()}) + "\n")
     base = ["--dataset", "spair", "--root", str(spair_root), "--predictions", str(tmp_path / "p.jsonl"),
             "--alphas", "0.5", "-q"]  # fmt: skip
-    main = _script().main
+    main = eval_main
     assert main([*base, "--out", str(tmp_path / "lt")]) == 0
     assert main([*base, "--out", str(tmp_path / "le"), "--compare", "le"]) == 0
     lt, le = (
@@ -196,10 +195,10 @@ def test_inclusive_comparison_counts_the_edge(tmp_path, spair_root) -> None:
     [
         (
             "pf-pascal",
-            ("test_pairs_pf_pascal.csv", ",10,", ",0,"),
+            ("PF-dataset-PASCAL/test_pairs_pf_pascal.csv", ",10,", ",0,"),
             "test_pairs_pf_pascal.csv:3: malformed row",
         ),
-        ("pf-willow", ("test_pairs.csv", ".png,", ".jpg,"), "image file not found"),
+        ("pf-willow", ("test_pairs_pf.csv", ".png,", ".jpg,"), "image file not found"),
         (
             "ap10k",
             ("PairAnnotation/test/2007_005797-2009_003189:cow.json", "src_json_path", "src"),
@@ -218,7 +217,25 @@ def test_dataset_errors_exit_2_before_any_model_loads(dataset, edit, message, tm
     (root / file).write_text((root / file).read_text().replace(old, new, 1))
     monkeypatch.setattr(SDDino, "from_pretrained", lambda *a, **k: pytest.fail("model loaded"))
     argv = ["--dataset", dataset, "--root", str(root), "--out", str(tmp_path / "o"), "-q"]
-    assert _script().main(argv) == 2
+    assert eval_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()  # nothing written either
+
+
+def test_launcher_refuses_dino_frame_100_in_one_line_and_writes_nothing(tmp_path) -> None:
+    """``benchmarks/eval.py`` as a script (a subprocess): the option is refused before any model
+    loads (none is available: the hub is offline and no model folder is given)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    argv = ["--dataset", "spair", "--root", str(DATA / "spair-mini" / "SPair-71k"), "--out",
+            str(out), "--dino-frame", "100"]  # fmt: skip
+    proc = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.startswith("error: --dino-frame must be positive and a multiple of")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -105,15 +105,57 @@ def test_random_init_row(tmp_path: Path) -> None:
     assert probe.main(["--backbone", str(tmp_path / "nope"), "--json", str(out)]) == 2
 
 
+def _with_self_pairs(root: Path, folder: Path) -> Path:
+    """A copy of the SPair fixture whose even-numbered test pairs match the source with itself
+    (random weights still find most of those keypoints, so the PCK is neither 0 nor 100)."""
+    import shutil
+
+    copy = folder / "SPair-71k"
+    shutil.copytree(root, copy)
+    for i, f in enumerate(sorted((copy / "PairAnnotation" / "test").glob("*.json"))):
+        if i % 2 == 0:
+            ann = json.loads(f.read_text())
+            for key in ("imname", "imsize", "bndbox", "kps"):
+                ann[f"trg_{key}"] = ann[f"src_{key}"]
+            f.write_text(json.dumps(ann))
+    return copy
+
+
+def _pck_by_hand(backbone: Path, root: Path, frame: int) -> tuple[float, float]:
+    """(per image, per keypoint) PCK@0.1 in %, bbox threshold, of the ``dino`` preset: each
+    pair matched on its own through ``SDDino.match_points`` and scored from the definitions."""
+    import dataclasses
+
+    from sdcorr.config import get_preset, with_models
+    from sdcorr.eval.spair import load_spair
+    from sdcorr.pipeline import SDDino
+
+    cfg = with_models(get_preset("dino"), None, str(backbone))
+    cfg = dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino, frame=frame))
+    pipe = SDDino.from_pretrained(config=cfg, device="cpu")
+    hits = []
+    for p in load_spair(root, "test"):
+        w, h = p.src_size[:2]
+        src = np.clip(np.asarray(p.src_kps, float), 0, [w - 1, h - 1])  # as the runner does
+        pred = pipe.match_points(p.src_image, p.trg_image, src).points_b.double().numpy()
+        x1, y1, x2, y2 = p.trg_bbox
+        hits.append(np.linalg.norm(pred - p.trg_kps, axis=1) < 0.1 * max(x2 - x1, y2 - y1))
+    return 100 * float(np.mean([h.mean() for h in hits])), 100 * float(np.concatenate(hits).mean())
+
+
 def test_spair_pck_row(tmp_path: Path, tiny_models, spair_root: Path) -> None:
     probe = _probe()
+    root = _with_self_pairs(spair_root, tmp_path)
     out = tmp_path / "probe.json"
-    argv = ["--backbone", str(tiny_models["dino"]), "--spair-root", str(spair_root),
+    argv = ["--backbone", str(tiny_models["dino"]), "--spair-root", str(root),
             "--dino-frame", "112", "--size", "56", "--json", str(out)]  # fmt: skip
     assert probe.main(argv) == 0
     spair = json.loads(out.read_text())["spair"]
     assert spair["n_pairs"] == 6 and spair["dino_frame"] == 112
-    assert 0 <= spair["pck@0.1_per_image"] <= 100 and 0 <= spair["pck@0.1_per_keypoint"] <= 100
+    per_image, per_keypoint = _pck_by_hand(tiny_models["dino"], root, 112)
+    assert 0 < per_keypoint < 100 and abs(per_image - per_keypoint) > 0.5
+    assert spair["pck@0.1_per_image"] == pytest.approx(per_image, abs=1e-6)
+    assert spair["pck@0.1_per_keypoint"] == pytest.approx(per_keypoint, abs=1e-6)
 
 
 @pytest.mark.realweights

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_spair_script import _script, run_spair
+from .test_spair_script import run_spair, spair_main
 
 pytestmark = pytest.mark.slow
 FRAMES = ["--sd-frame", "128", "--sd-tile", "128", "--dino-frame", "112", "--device", "cpu"]
@@ -26,17 +26,20 @@ def _json(path: Path) -> dict:
 
 @pytest.fixture(scope="module", autouse=True)
 def _load_once() -> Iterator[None]:
-    """In this process, load the tiny pipeline once for all runs (loading is not under test)."""
+    """In this process, load the tiny models once for all runs (loading is not under test); each
+    run still gets a pipeline with its own feature cache."""
     from sdcorr.pipeline import SDDino
 
     load = SDDino.from_pretrained.__func__
     memo: dict = {}
 
     def cached(cls, *args, **kwargs):
+        cache = {k: kwargs.pop(k) for k in ("cache_size", "cache_dir") if k in kwargs}
         key = repr((args, sorted(kwargs.items())))
         if key not in memo:
             memo[key] = load(cls, *args, **kwargs)
-        return memo[key]
+        models = memo[key]  # each run gets its own feature cache, as a fresh load would
+        return cls(models.config, models.sd, models.dino, **cache)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SDDino, "from_pretrained", classmethod(cached))
@@ -52,7 +55,7 @@ def cache_dir(tmp_path_factory) -> Path:
 def single(spair_root, tiny_models, cache_dir, tmp_path_factory) -> Path:
     """One full single-process run (in this process), filling an on-disk feature cache."""
     out = tmp_path_factory.mktemp("single")
-    assert _script().main(_args(spair_root, tiny_models, out, "--cache-dir", str(cache_dir))) == 0
+    assert spair_main(_args(spair_root, tiny_models, out, "--cache-dir", str(cache_dir))) == 0
     return out
 
 
@@ -68,6 +71,8 @@ def test_writes_pairs_and_summary(single: Path) -> None:
     assert cfg["dtype"] == "fp32" and _json(single / "timing.json")["dtype"] == "fp32"
     assert all(json.loads(s)["dtype"] == "fp32" for s in (single / "pairs.jsonl").open())
     assert summary["pck"]["0.1"]["n_keypoints"] == 43 and summary["pck"]["0.1"]["n_pairs"] == 6
+    assert set(summary["by_protocol"]) == {"bbox-lt", "bbox-le", "img-lt", "img-le"}
+    assert summary["by_protocol"]["bbox-lt"] == summary["pck"]  # a default run's own protocol
     timing = _json(single / "timing.json")["rank0"]
     assert timing["pairs"] == 6 and timing["extracted"] == 12
 
@@ -75,15 +80,15 @@ def test_writes_pairs_and_summary(single: Path) -> None:
 def test_rerun_resumes_without_recomputing(single, spair_root, tiny_models, tmp_path) -> None:
     out = tmp_path / "resume"
     shutil.copytree(single, out)
-    assert _script().main(_args(spair_root, tiny_models, out)) == 0
+    assert spair_main(_args(spair_root, tiny_models, out)) == 0
     assert _json(out / "timing.json")["rank0"] | {"seconds": 0} == {
         "pairs": 0, "seconds": 0, "pairs_per_s": None,
-        "extracted": 0, "memory_hits": 0, "disk_hits": 0,
+        "extracted": 0, "mirrors_extracted": 0, "memory_hits": 0, "disk_hits": 0,
     }  # fmt: skip
     lines = (out / "pairs.jsonl").read_text().splitlines(keepends=True)
     (out / "pairs.jsonl").write_text("".join(lines[:4]) + lines[4][:30])  # killed mid-pair 5
     (out / "summary.json").unlink()
-    assert _script().main(_args(spair_root, tiny_models, out)) == 0
+    assert spair_main(_args(spair_root, tiny_models, out)) == 0
     timing = _json(out / "timing.json")["rank0"]
     assert timing["pairs"] == 2 and timing["extracted"] == 4  # pairs 5 and 6, 4 new images
     assert _json(out / "summary.json") == _json(single / "summary.json")
@@ -93,7 +98,7 @@ def test_rerun_resumes_without_recomputing(single, spair_root, tiny_models, tmp_
 def test_disk_cache_gives_the_same_results(single, spair_root, tiny_models, cache_dir, tmp_path):
     assert len(list(cache_dir.rglob("*.safetensors"))) == 12  # written by the first run
     out = tmp_path / "from-disk"
-    assert _script().main(_args(spair_root, tiny_models, out, "--cache-dir", str(cache_dir))) == 0
+    assert spair_main(_args(spair_root, tiny_models, out, "--cache-dir", str(cache_dir))) == 0
     assert _json(out / "summary.json") == _json(single / "summary.json")
     assert (out / "pairs.jsonl").read_text() == (single / "pairs.jsonl").read_text()
     timing = _json(out / "timing.json")["rank0"]

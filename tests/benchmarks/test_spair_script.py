@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -13,17 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sdcorr.commands.eval import main
 from sdcorr.eval.spair import load_spair
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "spair.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("spair_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def spair_main(argv: list[str]) -> int:
+    """``sdcorr eval --dataset spair ARGV`` (what ``benchmarks/spair.py ARGV`` runs)."""
+    return main(argv, dataset="spair")
 
 
 def _write_preds(path: Path, root: Path, noise: float = 0.0, drop: int = 0) -> Path:
@@ -40,7 +38,7 @@ def test_predictions_of_the_truth_score_100(spair_root, tmp_path, capsys) -> Non
     preds = _write_preds(tmp_path / "truth.jsonl", spair_root)
     out = tmp_path / "out"
     argv = ["--root", str(spair_root), "--predictions", str(preds), "--out", str(out), "-q"]
-    assert _script().main(argv) == 0
+    assert spair_main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["pck"]) == {"0.1", "0.05", "0.01"}
     for table in summary["pck"].values():
@@ -54,7 +52,7 @@ def test_predictions_of_the_truth_score_100(spair_root, tmp_path, capsys) -> Non
 
 
 def test_prediction_errors_exit_2(spair_root, tmp_path, capsys) -> None:
-    main = _script().main
+    main = spair_main
     base = ["--root", str(spair_root), "--out", str(tmp_path / "o"), "-q"]
     partial = _write_preds(tmp_path / "partial.jsonl", spair_root, drop=1)
     preds_ok = _write_preds(tmp_path / "ok.jsonl", spair_root)

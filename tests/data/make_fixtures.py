@@ -5,9 +5,13 @@ so tests never run this. Photos are the 12 real SPair-71k test JPEGs of ``spair-
 (longest side 160 px, TSS 64 px) to keep the repository small; keypoints are the SPair
 annotations scaled by the same factor. Each fixture is in its dataset's own file format:
 
-* ``pf-pascal-mini/``: ``test_pairs_pf_pascal.csv`` + ``PF-dataset-PASCAL/JPEGImages/``.
-* ``pf-willow-mini/``: ``test_pairs.csv`` (10 points per image: the SPair points, then midpoints
-  of consecutive ones) + ``PF-dataset/<class>/*.png``.
+* ``pf-pascal-mini/``: as after sd-dino's ``data/prepare_pfpascal.sh``:
+  ``PF-dataset-PASCAL/JPEGImages/`` with ``PF-dataset-PASCAL/test_pairs_pf_pascal.csv`` moved in
+  (its image paths ``PF-dataset-PASCAL/JPEGImages/...`` are relative to the list's parent).
+* ``pf-willow-mini/``: as the CNNGeometric/NCNet download leaves it: ``test_pairs_pf.csv`` (10
+  points per image: the SPair points, then midpoints of consecutive ones) beside
+  ``PF-dataset/<class>/*.png``, filed under PF-Willow's real class names (the photos are not of
+  those objects; the readers do not look).
 * ``ap10k-mini/``: GeoAware-SC's prepared layout (``ImageAnnotation``, ``JPEGImages``,
   ``PairAnnotation/{test,test_cross_species,test_cross_family}``). The second dog photo is filed
   as species ``fox`` so that a cross-species pair exists; keypoint slot 16 is labelled in the
@@ -70,7 +74,7 @@ def pf_pascal(out: Path) -> None:
         a, b = scaled(d["src_kps"], sa), scaled(d["trg_kps"], sb)
         rows.append([*rel, str(classes.index(cat) + 1), fmt(a[:, 0]), fmt(a[:, 1]),
                      fmt(b[:, 0]), fmt(b[:, 1])])  # fmt: skip
-    with open(out / "test_pairs_pf_pascal.csv", "w", newline="") as f:
+    with open(out / "PF-dataset-PASCAL" / "test_pairs_pf_pascal.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
 
 
@@ -85,7 +89,7 @@ def ten(kps: np.ndarray) -> np.ndarray:
 
 
 def pf_willow(out: Path) -> None:
-    names = {"aeroplane": "aeroplane(G)", "cow": "cow(M)", "dog": "dog(S)", "horse": "horse(G)",
+    names = {"aeroplane": "car(G)", "cow": "car(M)", "dog": "duck(S)", "horse": "motorbike(M)",
              "motorbike": "motorbike(G)", "pottedplant": "winebottle(wC)"}  # fmt: skip
     head = ["imageA", "imageB"] + [
         f"{c}{i}" for c in ("XA", "YA", "XB", "YB") for i in range(1, 11)
@@ -98,7 +102,7 @@ def pf_willow(out: Path) -> None:
         sb = shrink(SPAIR / "JPEGImages" / d["category"] / d["trg_imname"], out / rel[1], 160)
         a, b = ten(scaled(d["src_kps"], sa)), ten(scaled(d["trg_kps"], sb))
         rows.append(rel + [f"{v:g}" for v in (*a[:, 0], *a[:, 1], *b[:, 0], *b[:, 1])])
-    with open(out / "test_pairs.csv", "w", newline="") as f:
+    with open(out / "test_pairs_pf.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
 
 

@@ -79,13 +79,23 @@ def test_match_endpoint_equals_cli_points_tiny(tiny_server, tiny_models, tmp_pat
     _check_endpoint(tiny_server, tiny_options(tiny_models), tmp_path)
 
 
+def _real_options(folder: Path) -> list[str]:
+    return ["--preset", "dino", "--dino-model", str(folder), "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def real_server(dinov2_small):
+    """One server on the real DINOv2-S weights for the module's real-weights tests (Gradio
+    stores an upload under its content hash, so the second test finds A and B extracted)."""
+    pytest.importorskip("gradio", reason="sdcorr demo needs the sdcorr[demo] extra (Gradio)")
+    with demo_server(_real_options(dinov2_small)) as url:
+        yield url
+
+
 @pytest.mark.realweights
 @pytest.mark.slow
-def test_match_endpoint_equals_cli_points_dinov2_small(dinov2_small, tmp_path) -> None:
-    pytest.importorskip("gradio", reason="sdcorr demo needs the sdcorr[demo] extra (Gradio)")
-    options = ["--preset", "dino", "--dino-model", str(dinov2_small), "--device", "cpu"]
-    with demo_server(options) as url:
-        _check_endpoint(url, options, tmp_path)
+def test_match_endpoint_equals_cli_points_dinov2_small(real_server, dinov2_small, tmp_path) -> None:
+    _check_endpoint(real_server, _real_options(dinov2_small), tmp_path)
 
 
 def _chromium() -> str:
@@ -138,20 +148,18 @@ def _drive_page(url: str, shot: Path) -> None:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.browser
 @pytest.mark.slow
 def test_click_in_browser_marks_the_endpoints_match(chromium, tiny_server, tmp_path) -> None:
     _drive_page(tiny_server, tmp_path / "demo.png")
 
 
+@pytest.mark.browser
 @pytest.mark.realweights
 @pytest.mark.slow
-def test_click_in_browser_dinov2_small(dinov2_small, tmp_path) -> None:
+def test_click_in_browser_dinov2_small(chromium, real_server, tmp_path) -> None:
     """Also writes ``docs/demo.png`` when ``SDCORR_UPDATE_SCREENSHOT=1``."""
-    _chromium()
-    pytest.importorskip("gradio", reason="sdcorr demo needs the sdcorr[demo] extra (Gradio)")
-    options = ["--preset", "dino", "--dino-model", str(dinov2_small), "--device", "cpu"]
-    with demo_server(options) as url:
-        _drive_page(url, tmp_path / "demo.png")
+    _drive_page(real_server, tmp_path / "demo.png")
     if os.environ.get("SDCORR_UPDATE_SCREENSHOT") == "1":
         from PIL import Image
 

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sdcorr import viz
 from sdcorr.cli import build_parser, main
-from sdcorr.commands.common import load_pipeline
-from sdcorr.demo import render
+from sdcorr.commands.demo import make_session as session_of
+from sdcorr.config import to_dict
 from sdcorr.demo.session import DemoSession
+from sdcorr.match.sparse import point_similarity
 
 DOG = (
     Path(__file__).resolve().parents[1] / "data" / "spair-mini" / "SPair-71k" / "JPEGImages" / "dog"
 )
 A, B = DOG / "2009_001225.jpg", DOG / "2011_002398.jpg"
 POINTS = [[50.0, 60.0], [120.0, 200.0], [300.0, 100.0]]
+A_WIDTH = 500
 
 
 def tiny_options(tiny_models) -> list[str]:
@@ -38,12 +40,8 @@ def cli_points(options: list[str], points: list, tmp_path: Path) -> dict:
 
 
 def make_session(options: list[str]) -> DemoSession:
-    args = build_parser().parse_args(["demo", *options])
-
-    def loader(preset: str):
-        return load_pipeline(argparse.Namespace(**{**vars(args), "preset": preset}))
-
-    return DemoSession(loader, args.preset, args.category)
+    """The session ``sdcorr demo OPTIONS`` serves."""
+    return session_of(build_parser().parse_args(["demo", *options]))
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +66,10 @@ def test_click_marks_the_match_and_heat_map_peaks_there(session):
     assert result == {"a": [120.0, 200.0], **session.match(A, B, 120, 200)}
     assert shown_a.shape == (375, 500, 3) and shown_b.shape == heat.shape == (332, 500, 3)
     for img, xy in ((shown_a, (120, 200)), (shown_b, (result["x"], result["y"]))):
-        cx, cy = render.marker_centre(img)
+        cx, cy = viz.marker_centre(img)
         assert abs(cx - xy[0]) <= 1 and abs(cy - xy[1]) <= 1
     fa, fb = session.fused(A, B)
-    sim = render.similarity(fa, fb, (120, 200))
+    sim = point_similarity(fa, fb, (120, 200))
     # the matched cell is the most similar cell of B's content (the heat map's maximum)
     col, row = fb.geometry[0].to_cell(np.array([[result["x"], result["y"]]]))[0].tolist()
     content = fb.geometry[0].content_mask()
@@ -122,3 +120,69 @@ def test_preset_with_missing_models_is_a_one_line_error(session):
         session.match(A, B, 1, 1, preset="sd")
     assert "\n" not in str(err.value)
     assert session.match(A, B, 1, 1)["score"] > 0  # the loaded preset still works
+
+
+# ---------------------------------------------------------------------------- demo = match
+def _mirror_of_a(tmp_path: Path) -> Path:
+    from sdcorr.flip import mirror_image
+
+    path = tmp_path / "mirror.png"  # lossless: its pixels are exactly mirror(A)'s
+    mirror_image(A).save(path)
+    return path
+
+
+def _session_equals_cli(options: list[str], b: Path, tmp_path: Path):
+    """The session's matches of POINTS (A → b) equal ``sdcorr match A b --points``'s JSON;
+    returns that JSON and the session."""
+    pts = tmp_path / "pts.json"
+    pts.write_text(json.dumps(POINTS))
+    out = tmp_path / "m.json"
+    rc = main(["-q", "match", str(A), str(b), "--points", str(pts), "--json", str(out),
+               *options])  # fmt: skip
+    assert rc == 0
+    ref = json.loads(out.read_text())
+    session = make_session(options)
+    got = [session.match(A, b, x, y) for x, y in POINTS]
+    assert [[g["x"], g["y"]] for g in got] == ref["points_b"]
+    assert [g["score"] for g in got] == pytest.approx(ref["scores"], abs=1e-6)
+    config = json.loads(json.dumps(to_dict(session.pipeline().config)))
+    assert config == ref["config"]  # one resolution, one config
+    return ref, session
+
+
+def test_geoaware_session_applies_the_presets_flip_alignment_and_soft_argmax(
+    tiny_models, tmp_path
+) -> None:
+    """``sdcorr demo --preset geoaware`` (tiny SD + tiny DINO) matches A against its mirror as
+    ``sdcorr match --preset geoaware`` does: from A's mirror (identical features to B, so the
+    flip decision is certain), refined by the soft-argmax."""
+    options = ["--preset", "geoaware", "--sd-model", str(tiny_models["sd"]), "--dino-model",
+               str(tiny_models["dino"]), "--sd-frame", "128", "--sd-tile", "128", "--dino-frame",
+               "112", "--device", "cpu"]  # fmt: skip
+    b = _mirror_of_a(tmp_path)
+    ref, session = _session_equals_cli(options, b, tmp_path)
+    assert ref["flipped"] is True
+    assert ref["config"]["match"]["soft_argmax"] and ref["config"]["match"]["flip_align"]
+    # soft-argmax: matches off the cell centres (a nearest-neighbour match sits on one)
+    geo = session.fused(A, b)[1].geometry[0]
+    centres = geo.cell_to_original(geo.to_cell(np.array(ref["points_b"]))).numpy()
+    assert not np.allclose(centres, ref["points_b"])
+
+
+@pytest.mark.realweights
+@pytest.mark.slow
+def test_match_endpoint_equals_cli_with_flip_and_soft_argmax_dinov2_small(
+    dinov2_small, tmp_path
+) -> None:
+    """Done-when of issue 17: the demo's ``/match`` (this session method) gives, for points of A
+    matched against A's mirror, exactly what ``sdcorr match A mirror(A) --points ... --preset
+    dino --flip-align --soft-argmax`` writes, with the real DINOv2-S weights (at a 448 frame,
+    32x32 cells, to keep the suite fast)."""
+    options = ["--preset", "dino", "--dino-model", str(dinov2_small), "--device", "cpu",
+               "--flip-align", "--soft-argmax", "--dino-frame", "448"]  # fmt: skip
+    ref, _ = _session_equals_cli(options, _mirror_of_a(tmp_path), tmp_path)
+    assert ref["flipped"] is True and ref["config"]["match"]["soft_argmax"]
+    # and the matches are right: each lands nearer its mirror position than its own position
+    got, pts = np.array(ref["points_b"]), np.array(POINTS)
+    mirrored = np.stack([A_WIDTH - 1 - pts[:, 0], pts[:, 1]], axis=1)
+    assert (np.linalg.norm(got - mirrored, axis=1) < np.linalg.norm(got - pts, axis=1)).all()

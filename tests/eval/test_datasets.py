@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from sdcorr.errors import DatasetError
-from sdcorr.eval.datasets import load_pairs
-from sdcorr.eval.spair import natural_name
+from sdcorr.eval.pairs import natural_name
+from sdcorr.eval.protocol import load_pairs
 from sdcorr.eval.tss import read_flo
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -60,7 +60,7 @@ def test_pf_pascal_rows() -> None:
 )
 def test_pf_pascal_errors_name_the_row(tmp_path, edit, message) -> None:
     root = _copy(PF_PASCAL, tmp_path)
-    csv = root / "test_pairs_pf_pascal.csv"
+    csv = root / "PF-dataset-PASCAL" / "test_pairs_pf_pascal.csv"
     csv.write_text(edit(csv.read_text()))
     with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_pairs("pf-pascal", root)
@@ -76,7 +76,7 @@ def test_pf_pascal_missing_list(tmp_path) -> None:
 def test_pf_willow_rows_and_threshold_box() -> None:
     pairs = load_pairs("pf-willow", PF_WILLOW)
     assert [p.name for p in pairs] == [str(i) for i in range(6)]
-    assert pairs[0].category == "aeroplane(G)" and pairs[0].prompt_name == "aeroplane"
+    assert pairs[0].category == "car(G)" and pairs[0].prompt_name == "car"
     assert pairs[5].prompt_name == "wine bottle" and pairs[0].num_kps == 10
     t = pairs[0].trg_kps
     assert pairs[0].trg_bbox == (t[:, 0].min(), t[:, 1].min(), t[:, 0].max(), t[:, 1].max())
@@ -87,11 +87,11 @@ def test_pf_willow_rows_and_threshold_box() -> None:
 
 def test_pf_willow_short_row(tmp_path) -> None:
     root = _copy(PF_WILLOW, tmp_path)
-    csv = root / "test_pairs.csv"
+    csv = root / "test_pairs_pf.csv"
     lines = csv.read_text().splitlines()
     lines[3] = lines[3].rsplit(",", 1)[0]
     csv.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"test_pairs.csv:4: malformed row \(41 columns"):
+    with pytest.raises(DatasetError, match=r"test_pairs_pf.csv:4: malformed row \(41 columns"):
         load_pairs("pf-willow", root)
 
 
@@ -172,16 +172,18 @@ def test_selection_with_and_without_replacement() -> None:
         load_pairs("tss", TSS, categories=["car"])
 
 
-def _reference_nn_flow(fa, fb, w: int, h: int):
+def _reference_nn_flow(fa, fb, w: int, h: int, unit: bool = True):
     """sd-dino's ``nearest_neighbor_flow`` (pck_tss.py), rewritten from its description:
-    per target cell the nearest source cell (L2 on unit descriptors), displacement in cells,
-    bilinear resize to L x L, times L / n, centred crop to H x W. Returns ``(H, W, 2)``."""
+    per target cell the nearest source cell (L2, on unit descriptors when ``unit``), displacement
+    in cells, bilinear resize to L x L, times L / n, centred crop to H x W. Returns
+    ``(H, W, 2)``. (The source row is taken as an integer; see the README's TSS paragraph.)"""
     import torch
     import torch.nn.functional as F
 
     d, n, _ = fa.shape
-    a = F.normalize(fa.reshape(d, -1).T, dim=1)
-    b = F.normalize(fb.reshape(d, -1).T, dim=1)
+    a, b = fa.reshape(d, -1).T, fb.reshape(d, -1).T
+    if unit:
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     idx = torch.cdist(a, b).argmin(dim=1).reshape(n, n)
     gy, gx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     flow = torch.stack([(idx % n) - gx, (idx // n) - gy]).float()[None]
@@ -196,16 +198,24 @@ def _reference_nn_flow(fa, fb, w: int, h: int):
 
 
 @pytest.mark.parametrize(("w", "h"), [(40, 30), (30, 45), (36, 36)])
-def test_tss_flow_prediction_equals_the_reference_formula(w, h) -> None:
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_tss_flow_prediction_equals_the_reference_formula(w, h, metric) -> None:
     import torch
 
-    from sdcorr.eval.tss import reference_flow_points
+    from sdcorr.eval.tss import cell_flow, reference_flow_points
+    from sdcorr.image import Geometry
+    from sdcorr.types import FeatureMap
 
     g = torch.Generator().manual_seed(0)
     fa, fb = torch.randn(8, 6, 6, generator=g), torch.randn(8, 6, 6, generator=g)
+    fb = fb * torch.rand(1, 6, 6, generator=g) * 3  # norms differ: L2 and cosine disagree
     ys, xs = np.mgrid[0:h, 0:w]
     pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
-    pred = reference_flow_points(fa, fb, (w, h), (w, h), pts)
-    flow = _reference_nn_flow(fa, fb, w, h)
-    np.testing.assert_allclose(pred - pts, flow[ys.ravel(), xs.ravel()], atol=1e-4)
-    assert np.abs(flow).max() > 1  # a non-trivial flow
+    geo = (Geometry(w, h, 84, 14),)  # a 6 x 6 grid
+    flow = cell_flow(FeatureMap(fa[None], geo), FeatureMap(fb[None], geo), metric)
+    pred = reference_flow_points(flow, (w, h), pts)
+    want = _reference_nn_flow(fa, fb, w, h, unit=metric == "cosine")
+    np.testing.assert_allclose(pred - pts, want[ys.ravel(), xs.ravel()], atol=1e-4)
+    assert np.abs(want).max() > 1  # a non-trivial flow
+    other = _reference_nn_flow(fa, fb, w, h, unit=metric != "cosine")
+    assert np.abs(other - want).max() > 1  # the two metrics give different flows here

@@ -71,7 +71,7 @@ def test_kps_threshold_and_inclusive_comparison() -> None:
     true = np.zeros((2, 2))
     pred = np.array([[3.0, 4.0], [0.0, 2.0]])  # 5 px and 2 px
     assert keypoint_hits(pred, true, 50.0, (0.1,)) == {"0.1": [False, True]}
-    assert keypoint_hits(pred, true, 50.0, (0.1,), inclusive=True) == {"0.1": [True, True]}
+    assert keypoint_hits(pred, true, 50.0, (0.1,), compare="le") == {"0.1": [True, True]}
 
 
 def test_category_weighted_is_sd_dinos_weighted_mean() -> None:

@@ -10,16 +10,20 @@ import numpy as np
 import pytest
 
 from sdcorr.errors import OutputError
+from sdcorr.eval.pairs import Pair
 from sdcorr.eval.pck import summarize
-from sdcorr.eval.runner import ModelPredictor, evaluate, group_by_image, score_pair, shard
-from sdcorr.eval.spair import SPairPair, load_spair
+from sdcorr.eval.protocol import resolve_protocol
+from sdcorr.eval.runner import ModelPredictor, evaluate, group_by_image, shard
+from sdcorr.eval.spair import load_spair
 
 from .fakes import FakePipe, expected_prediction
 
 CONFIG = {"eval": {"threshold": "bbox", "alphas": [0.1, 0.05, 0.01]}, "pipeline": "fake"}
+SPAIR = resolve_protocol("spair")  # bbox, <, alphas 0.1 0.05 0.01
+SPAIR_01 = resolve_protocol("spair", alphas=(0.1,))
 
 
-def _reverse(p: SPairPair) -> SPairPair:
+def _reverse(p: Pair) -> Pair:
     """The same pair from target to source (a made-up name: pairs reuse each image twice)."""
     return dataclasses.replace(
         p, name=p.name.replace("-", "-r", 1), src_image=p.trg_image, trg_image=p.src_image,
@@ -29,7 +33,7 @@ def _reverse(p: SPairPair) -> SPairPair:
 
 
 @pytest.fixture
-def pairs(spair_root: Path) -> list[SPairPair]:
+def pairs(spair_root: Path) -> list[Pair]:
     base = load_spair(spair_root)
     return [q for p in base for q in (p, _reverse(p))]
 
@@ -40,7 +44,7 @@ def _lines(path: Path) -> list[dict]:
 
 def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) -> None:
     pipe = FakePipe()
-    summary = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    summary = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, SPAIR, quiet=True)
     assert len(pipe.calls) == 12  # 12 pairs over 12 images: each image extracted once
     assert {c for _, c in pipe.calls} == {None}  # the default is the empty prompt
     recs = _lines(tmp_path / "pairs.jsonl")
@@ -51,7 +55,9 @@ def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) 
         assert r["true_kps"] == p.trg_kps.tolist() and r["category"] == p.category
         assert set(r["hits"]) == {"0.1", "0.05", "0.01"} and len(r["hits"]["0.1"]) == p.num_kps
     assert summary == json.loads((tmp_path / "summary.json").read_text())
-    assert summary == {"config": CONFIG, "pck": summarize(recs)}
+    assert set(summary) == {"config", "pck", "by_protocol"}
+    assert summary["config"] == CONFIG and summary["pck"] == summarize(recs)
+    assert summary["by_protocol"]["bbox-lt"] == summary["pck"]  # the run's own protocol
     for r, p in zip(recs, pairs, strict=True):  # the threshold is the TARGET box's longer side
         x1, y1, x2, y2 = p.trg_bbox
         assert r["threshold_px"] == max(x2 - x1, y2 - y1)
@@ -62,13 +68,13 @@ def test_writes_records_and_summary_extracting_each_image_once(pairs, tmp_path) 
 
 
 def test_resume_after_a_kill_recomputes_only_missing_pairs(pairs, tmp_path) -> None:
-    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, SPAIR, quiet=True)
     jsonl = tmp_path / "pairs.jsonl"
     lines = jsonl.read_text().splitlines(keepends=True)
     jsonl.write_text("".join(lines[:4]) + lines[4][:25])  # killed while writing pair 5
     (tmp_path / "summary.json").unlink()
     pipe = FakePipe()
-    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, SPAIR, quiet=True)
     todo = pairs[4:]
     assert sorted(n for n, _ in pipe.calls) == sorted(
         {p.src_image.name for p in todo} | {p.trg_image.name for p in todo}
@@ -76,15 +82,15 @@ def test_resume_after_a_kill_recomputes_only_missing_pairs(pairs, tmp_path) -> N
     assert second == first
     assert jsonl.read_text() == "".join(lines)
     pipe = FakePipe()
-    assert evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True) == first
+    assert evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, SPAIR, quiet=True) == first
     assert pipe.calls == []  # a finished run recomputes nothing
 
 
 def test_refuses_a_folder_of_another_config(pairs, tmp_path) -> None:
-    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, CONFIG, SPAIR, quiet=True)
     other = {**CONFIG, "pipeline": "other"}
     with pytest.raises(OutputError, match="another configuration"):
-        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
+        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, SPAIR, quiet=True)
 
 
 def test_shards_partition_pairs_by_source_image(pairs) -> None:
@@ -105,7 +111,7 @@ def test_shards_partition_pairs_by_source_image(pairs) -> None:
 
 def test_score_pair_rejects_a_wrong_number_of_points(pairs) -> None:
     with pytest.raises(Exception, match="expected 7"):
-        score_pair(pairs[0], np.zeros((3, 2)))
+        SPAIR.score(pairs[0], np.zeros((3, 2)))
 
 
 def test_border_keypoints_are_kept_on_the_image(spair_root) -> None:
@@ -128,7 +134,7 @@ def test_border_keypoints_are_kept_on_the_image(spair_root) -> None:
 
 def test_category_prompt_uses_natural_names(pairs, tmp_path) -> None:
     pipe = FakePipe()
-    evaluate(pairs, ModelPredictor(pipe, use_category=True), tmp_path, CONFIG, quiet=True)
+    evaluate(pairs, ModelPredictor(pipe, use_category=True), tmp_path, CONFIG, SPAIR, quiet=True)
     names = {c for _, c in pipe.calls}
     assert names == {"aeroplane", "cow", "dog", "horse", "motorbike", "potted plant"}
 
@@ -139,20 +145,20 @@ def test_threshold_comes_from_the_target_box_not_the_source_box(pairs) -> None:
         tx1, ty1, tx2, ty2 = p.trg_bbox
         trg_len = max(tx2 - tx1, ty2 - ty1)
         p = dataclasses.replace(p, src_bbox=(0.0, 0.0, 2.0 * trg_len, 1.0))  # source box: 2x
-        rec = score_pair(p, p.trg_kps, (0.1,))
+        rec = SPAIR_01.score(p, p.trg_kps)
         assert rec["threshold_px"] == trg_len
         # a prediction just inside the target threshold and outside the source one (or the
         # reverse) is scored by the target's
         offset = 0.1 * trg_len * 0.999
         pred = p.trg_kps + np.array([offset, 0.0])
-        assert score_pair(p, pred, (0.1,))["hits"]["0.1"] == [True] * p.num_kps
+        assert SPAIR_01.score(p, pred)["hits"]["0.1"] == [True] * p.num_kps
         pred = p.trg_kps + np.array([0.1 * trg_len * 1.001, 0.0])
-        assert score_pair(p, pred, (0.1,))["hits"]["0.1"] == [False] * p.num_kps
+        assert SPAIR_01.score(p, pred)["hits"]["0.1"] == [False] * p.num_kps
 
 
 def test_incomplete_records_are_redone(pairs, tmp_path) -> None:
     """A valid-JSON but incomplete line (no hits, or hits without an alpha) is redone."""
-    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, quiet=True)
+    first = evaluate(pairs, ModelPredictor(FakePipe()), tmp_path, CONFIG, SPAIR, quiet=True)
     jsonl = tmp_path / "pairs.jsonl"
     lines = jsonl.read_text().splitlines(keepends=True)
     rec4, rec5 = json.loads(lines[4]), json.loads(lines[5])
@@ -162,7 +168,7 @@ def test_incomplete_records_are_redone(pairs, tmp_path) -> None:
                      + "".join(lines[6:]))  # fmt: skip
     (tmp_path / "summary.json").unlink()
     pipe = FakePipe()
-    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, quiet=True)
+    second = evaluate(pairs, ModelPredictor(pipe), tmp_path, CONFIG, SPAIR, quiet=True)
     assert second == first
     redone = {p.src_image.name for p in pairs[4:6]} | {p.trg_image.name for p in pairs[4:6]}
     assert sorted(n for n, _ in pipe.calls) == sorted(redone)  # those two pairs, nothing else
@@ -171,12 +177,12 @@ def test_incomplete_records_are_redone(pairs, tmp_path) -> None:
 
 def test_refusal_names_the_settings_that_differ(pairs, tmp_path) -> None:
     cfg = {**CONFIG, "eval": {**CONFIG["eval"], "root": "/data/SPair-71k"}}
-    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, cfg, quiet=True)
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, cfg, SPAIR, quiet=True)
     same = {**cfg, "eval": {**cfg["eval"], "root": "/data/./SPair-71k/"}}
-    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, same, quiet=True)  # resumes
+    evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, same, SPAIR, quiet=True)  # resumes
     other = {**cfg, "eval": {**cfg["eval"], "threshold": "img"}}
     with pytest.raises(OutputError) as err:
-        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, quiet=True)
+        evaluate(pairs[:2], ModelPredictor(FakePipe()), tmp_path, other, SPAIR, quiet=True)
     assert "eval.threshold: 'bbox' (previous run) != 'img' (this run)" in str(err.value)
     assert "eval.root" not in str(err.value) and "\n" not in str(err.value)
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from sdcorr.errors import DatasetError
-from sdcorr.eval.spair import DOWNLOAD_URL, load_spair, select_names
+from sdcorr.eval.common import select_names
+from sdcorr.eval.spair import DOWNLOAD_URL, load_spair
 
 FIXTURE_PAIRS = [
     "000167-2008_007604-2009_001056:aeroplane",
@@ -59,15 +60,16 @@ def test_selection(spair_root: Path) -> None:
 
 def test_sample_per_category_is_seeded_and_ordered() -> None:
     names = [f"{i:06d}-a-b:{c}" for c in ("cat", "dog") for i in range(10)]
-    a = select_names(names, sample=3, seed=1)
-    assert a == select_names(names, sample=3, seed=1)
-    assert a != select_names(names, sample=3, seed=2)
+    entries = [(n, n.split(":")[1]) for n in names]
+    a = select_names(entries, sample=3, seed=1)
+    assert a == select_names(entries, sample=3, seed=1)
+    assert a != select_names(entries, sample=3, seed=2)
     assert sum(n.endswith(":cat") for n in a) == 3 and sum(n.endswith(":dog") for n in a) == 3
     assert a == sorted(a, key=names.index)  # official order is kept
     with pytest.raises(DatasetError, match="unknown categories"):
-        select_names(names, categories=["unicorn"])
+        select_names(entries, categories=["unicorn"])
     with pytest.raises(DatasetError, match="--sample must be at least 1"):
-        select_names(names, sample=0)
+        select_names(entries, sample=0)
 
 
 @pytest.fixture

@@ -233,6 +233,28 @@ def test_unet_weights_errors(tiny_models, tmp_path) -> None:
         )
 
 
+def test_unet_weights_under_other_key_names_are_refused(tmp_path) -> None:
+    """Issue 19: a file with the right shapes under other names (the ``model.diffusion_model.``
+    prefix of original SD checkpoints) must not load nothing silently: one line naming it."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from sdcorr.features.unet_weights import load_unet_weights
+    from sdcorr.testing import TINY_UNET
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**TINY_UNET)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    torch.manual_seed(1)
+    other = UNet2DConditionModel(**TINY_UNET).state_dict()
+    path = tmp_path / "sd15-original-layout.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in other.items()}, str(path))
+    with pytest.raises(ConfigError, match="do not fit") as err:
+        load_unet_weights(unet, str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert all(torch.equal(v, unet.state_dict()[k]) for k, v in before.items())
+
+
 @pytest.mark.slow
 def test_clean_latents_skip_the_noise_and_keep_the_timestep(tiny_models) -> None:
     from sdcorr.features.hooks import capture

@@ -1,4 +1,4 @@
-"""Multi-process runs on CPU with gloo through ``torchrun -m sdcorr.pretrain``."""
+"""Multi-process runs on CPU with gloo through ``torchrun -m sdcorr.cli pretrain``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _torchrun(image_dir: Path, out: Path, *extra: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           "-m", "sdcorr.pretrain", "-q", "--data", str(image_dir), "--out", str(out),
+           "-m", "sdcorr.cli", "-q", "pretrain", "--data", str(image_dir), "--out", str(out),
            "--preset", "tiny", "--device", "cpu", *extra]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdcorr.cli import main
-from sdcorr.errors import ConfigError
+from sdcorr.errors import ModelLoadError
 from sdcorr.pretrain.checkpoint import export_backbone
 from sdcorr.pretrain.config import get_preset
 from sdcorr.pretrain.data import PretrainBatches
@@ -113,8 +113,8 @@ def test_init_cli_runs_and_rejects_bad_models(tmp_path: Path, image_dir: Path, c
     assert main([*base, "--out", str(tmp_path / "y"), "--init", str(tmp_path / "sd")]) == 2
     assert main([*base, "--out", str(out), "--init", str(folder), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "not found" in err and "not a DINOv2 backbone" in err and "pass only one" in err
-    with pytest.raises(ConfigError):
+    assert "not found" in err and "model_type 'clip'" in err and "pass only one" in err
+    with pytest.raises(ModelLoadError, match="not a DINOv2"):
         apply_init(get_preset("tiny"), str(tmp_path / "sd"))
 
 
@@ -141,3 +141,24 @@ def test_export_keeps_registers_and_is_readable(tmp_path: Path) -> None:
     assert torch.allclose(loaded(pixel_values=x).last_hidden_state, ref, atol=1e-6)
     ext = ViTExtractor.from_pretrained(str(path), device="cpu", image_size=56)
     assert ext.num_prefix == 5
+
+
+def _lr_by_name(cfg) -> dict[str, float]:
+    """The lr each student parameter gets from the optimiser at step 10 (after the warm-up)."""
+    state = build_state(cfg, torch.device("cpu"), DistInfo(), load_init=False)
+    apply_schedules(state.optimizer, build_schedules(cfg).at(10))
+    lr = {id(p): g["lr"] for g in state.optimizer.param_groups for p in g["params"]}
+    return {n: lr[id(p)] for n, p in state.student_module.named_parameters() if id(p) in lr}
+
+
+def test_init_trains_the_backbone_at_a_hundredth_of_the_lr(tmp_path: Path) -> None:
+    """Issue 19: the ``--init`` multiplier (0.01) reaches every backbone parameter's lr and no
+    head parameter's, against the same architecture trained from scratch."""
+    init = apply_init(get_preset("tiny"), str(_save(tmp_path / "m")))
+    scratch = replace(init, model=replace(init.model, init=None), optim=get_preset("tiny").optim)
+    assert init.optim.init_lr_mult == 0.01
+    lr_init, lr_scratch = _lr_by_name(init), _lr_by_name(scratch)
+    assert lr_init.keys() == lr_scratch.keys() and len(lr_init) > 10
+    for name, lr in lr_init.items():
+        want = 0.01 if name.startswith("backbone.") else 1.0
+        assert lr == pytest.approx(want * lr_scratch[name], rel=1e-9), name

@@ -106,7 +106,8 @@ def test_sigterm_checkpoints_and_resume_survives_torn_files(
 
 def test_unreadable_newest_checkpoint_falls_back(tmp_path: Path) -> None:
     for step in (2, 4):
-        ckpt.save_checkpoint(tmp_path, step, {"step": step}, keep=3)
+        state = {key: {} for key in ckpt.REQUIRED_KEYS}
+        ckpt.save_checkpoint(tmp_path, step, {**state, "step": step}, keep=3)
     newest = ckpt.checkpoint_path(tmp_path, 4)
     newest.write_bytes(newest.read_bytes()[:20])  # truncated
     assert ckpt.load_latest(tmp_path)["step"] == 2

@@ -128,7 +128,8 @@ def test_exported_backbone_drives_match(
     a, b = image_dir / "img0.jpg", image_dir / "img2.png"
     png = tmp_path / "swap.png"
     argv = ["match", str(a), str(b), "--out", str(png), "--dino-model", str(run_dir / "backbone"),
-            "--sd-model", str(tiny_models["sd"]), "--device", "cpu"]  # fmt: skip
+            "--sd-model", str(tiny_models["sd"]), "--device", "cpu",
+            "--sd-frame", "192", "--sd-tile", "128", "--dino-frame", "224"]  # fmt: skip
     assert main(argv) == 0
     assert png.is_file() and png.stat().st_size > 0
 

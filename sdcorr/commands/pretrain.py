@@ -1,11 +1,13 @@
-"""``sdcorr pretrain``: DINOv2 pretraining of the backbone on a folder of images."""
+"""``sdcorr pretrain``: DINOv2 pretraining of the backbone on a folder of images.
+
+Under torchrun every rank runs the same command line:
+``torchrun --nproc-per-node N -m sdcorr.cli pretrain ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 HELP = "pretrain a DINOv2 backbone (DINO + iBOT + KoLeo) on a folder of images"
@@ -13,7 +15,7 @@ HELP = "pretrain a DINOv2 backbone (DINO + iBOT + KoLeo) on a folder of images"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``pretrain`` options on ``p``."""
-    from .config import PRESETS
+    from ..pretrain.config import PRESETS
 
     p.add_argument("--data", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="run folder (config, log, checkpoints, backbone)")
@@ -67,7 +69,7 @@ def resolve_config(args: argparse.Namespace):
     from dataclasses import replace
 
     from ..errors import ConfigError
-    from .config import get_preset, load_yaml, merge
+    from ..pretrain.config import get_preset, load_yaml, merge
 
     out = Path(args.out)
     if args.resume:
@@ -89,7 +91,7 @@ def resolve_config(args: argparse.Namespace):
     if init and args.resume:
         raise ConfigError("--init starts a new run; --resume continues one (pass only one)")
     if init:
-        from .init import apply_init
+        from ..pretrain.init import apply_init
 
         cfg = apply_init(cfg, init)
     return cfg
@@ -97,33 +99,21 @@ def resolve_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the pretraining; print the exported backbone folder."""
-    from .train import run_pretraining
+    from ..pretrain.train import run_pretraining
 
     cfg = resolve_config(args)
     if args.resume and args.overwrite:
         from ..errors import ConfigError
 
         raise ConfigError("--resume continues OUT and --overwrite deletes it (pass only one)")
-    path = run_pretraining(cfg, args.data, args.out, resume=args.resume,
-                           overwrite=args.overwrite, quiet=getattr(args, "quiet", False),
-                           dump_rank_states=args.dump_rank_states)  # fmt: skip
+    try:
+        path = run_pretraining(cfg, args.data, args.out, resume=args.resume,
+                               overwrite=args.overwrite, quiet=getattr(args, "quiet", False),
+                               dump_rank_states=args.dump_rank_states)  # fmt: skip
+    finally:  # under torchrun (``torchrun -m sdcorr.cli pretrain ...``): leave the group
+        from ..distributed import close_distributed
+
+        close_distributed()
     if os.environ.get("RANK", "0") == "0":
         print(path)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sdcorr.pretrain`` (one call per torchrun rank)."""
-    from ..cli import run_guarded
-
-    parser = argparse.ArgumentParser(prog="python -m sdcorr.pretrain", description=HELP)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return run_guarded(run, args)
-    finally:
-        from .dist import close_distributed
-
-        close_distributed()
