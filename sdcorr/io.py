@@ -1,4 +1,6 @@
-"""Output helpers: atomic writes (temp name, then rename) so a failure leaves nothing partial."""
+"""Output helpers: atomic writes (temp name, then rename) so a failure leaves nothing partial;
+output folders created with a one-line error, and removed again by a run that fails before it
+wrote into them (:func:`output_dirs`)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,52 @@ def make_output_dir(path: str | Path, option: str) -> bool:
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: the folder is not writable")
     return not existed
+
+
+@contextlib.contextmanager
+def output_dirs(*dirs: tuple[str | Path | None, str]) -> Iterator[None]:
+    """Create each ``(folder, option)`` in turn (``None``: skipped), with
+    :func:`make_output_dir`'s one-line errors; when a later one or the block fails, remove the
+    folders (and parents) created here that are still empty, so a failed start leaves none.
+    """
+    created: list[tuple[Path, Path]] = []  # (folder, its topmost ancestor created here)
+    try:
+        for path, option in dirs:
+            if path is None:
+                continue
+            path = Path(path)
+            top = _first_missing(path)
+            make_output_dir(path, option)
+            if top is not None:
+                created.append((path, top))
+        yield
+    except BaseException:
+        for path, top in reversed(created):
+            _remove_empty(path, top)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself or an ancestor) that does not exist yet."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _remove_empty(path: Path, top: Path) -> None:
+    """Remove ``path`` and its ancestors up to ``top`` while they are empty."""
+    path = path.absolute()
+    while True:
+        try:
+            path.rmdir()  # only an empty folder
+        except OSError:
+            return
+        if path == top or path.parent == path:
+            return
+        path = path.parent
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from ..io import make_output_dir
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -22,12 +23,13 @@ def check_out_dir(out_dir: str | Path, config: dict[str, Any]) -> Path:
     """Create ``out_dir`` or check that its previous run used the same ``config``.
 
     Raises:
-        OutputError: the folder holds results of a different configuration.
+        OutputError: the folder cannot be created (one line: a read-only folder, ``/proc``) or
+            holds results of a different configuration.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path is not a folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "--out")
     cfg_file = out / CONFIG_FILE
     if cfg_file.is_file():
         try:
