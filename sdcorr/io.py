@@ -46,6 +46,40 @@ def make_output_dir(path: str | Path, option: str) -> bool:
 
 
 @contextlib.contextmanager
+def output_dirs(dirs: dict[str, str | Path | None]) -> Iterator[None]:
+    """Create each folder of ``{option: folder}`` (``None``: skipped) for the block; when the
+    block (or creating a later folder) fails, remove the folders created here, parents included,
+    that are still empty, so a failed start leaves nothing behind (:func:`make_output_dir` names
+    the option whose folder cannot be created)."""
+    created: list[tuple[Path, Path]] = []  # (folder, its topmost parent created here)
+    try:
+        for option, folder in dirs.items():
+            if folder is None:
+                continue
+            path = Path(folder).absolute()
+            top = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+            make_output_dir(path, option)
+            if top is not None:
+                created.append((path, top))
+        yield
+    except BaseException:
+        for path, top in reversed(created):
+            _remove_empty(path, top)
+        raise
+
+
+def _remove_empty(path: Path, top: Path) -> None:
+    """``rmdir`` ``path`` and its parents up to ``top`` while they are empty."""
+    for folder in [path, *path.parents]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
     path = check_writable(path)

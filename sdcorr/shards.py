@@ -3,9 +3,10 @@
 The evaluation runner (:mod:`sdcorr.eval.runner`) and batch matching (``sdcorr match --pairs``)
 run the same loop:
 
-* :func:`shard`: each rank takes whole groups of items that share a key (a source image, so
-  its features are extracted once per rank), dealt greedily to the least-loaded rank, so the
-  shards are deterministic, disjoint and covering;
+* :func:`shard`: each rank takes groups of items that share a key (a source image, so its
+  features are extracted once per rank; a group bigger than an equal share is cut into
+  equal-share pieces), dealt greedily to the least-loaded rank, so the shards are
+  deterministic, disjoint, covering and balanced;
 * :func:`pending`: this rank's shard without the items the folder already records complete
   (a resumed run redoes only the rest; a torn last line is dropped, see :mod:`sdcorr.records`);
 * :func:`record_each`: the work of each pending item, appended and flushed to this rank's
@@ -40,18 +41,24 @@ def group_by(items: Sequence[T], key: Callable[[T], Hashable]) -> list[list[T]]:
 
 
 def shard(items: Sequence[T], rank: int, world: int, key: Callable[[T], Hashable]) -> list[T]:
-    """This rank's items: whole ``key`` groups, dealt greedily to the least-loaded rank.
+    """This rank's items: ``key`` groups, dealt greedily to the least-loaded rank.
 
-    Deterministic, disjoint, and covering: the shards of ranks ``0..world-1`` partition
-    ``items``. Each shard keeps the grouped order.
+    A group larger than an equal share (``ceil(len(items) / world)``) is first cut into pieces
+    of that size, so one template matched against a whole folder still spreads over every rank
+    (its features then extracted once per rank); smaller groups stay whole. Deterministic,
+    disjoint, and covering: the shards of ranks ``0..world-1`` partition ``items``, each
+    within one equal share of the others, and each shard keeps the grouped order.
     """
+    share = max(1, -(-len(items) // world))
     load = [0] * world
     mine: list[T] = []
     for group in group_by(items, key):
-        r = min(range(world), key=lambda i: (load[i], i))
-        load[r] += len(group)
-        if r == rank:
-            mine.extend(group)
+        for start in range(0, len(group), share):
+            piece = group[start : start + share]
+            r = min(range(world), key=lambda i: (load[i], i))
+            load[r] += len(piece)
+            if r == rank:
+                mine.extend(piece)
     return mine
 
 

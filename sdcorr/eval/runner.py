@@ -5,7 +5,7 @@
 * Each finished pair is one flushed JSONL line (:mod:`sdcorr.records`), scored as the run's
   :class:`~sdcorr.eval.protocol.Protocol` says; a rerun with the same output folder skips
   finished pairs, and refuses a folder written with another config (:mod:`sdcorr.outdir`).
-* Under ``torchrun`` each rank takes a disjoint shard of whole source-image groups; rank 0 waits
+* Under ``torchrun`` each rank takes a disjoint shard of source-image groups; rank 0 waits
   for all (a gloo barrier, :mod:`sdcorr.distributed`), merges the shards and writes one
   ``summary.json``. Scores come from the per-pair records sorted by name, so the summary equals
   a single-process run's bit for bit. The sharded, resumable loop is the core's
@@ -49,7 +49,8 @@ def group_by_image(pairs: Sequence[Pair]) -> list[list[Pair]]:
 
 
 def shard(pairs: Sequence[Pair], rank: int, world: int) -> list[Pair]:
-    """This rank's pairs: whole source-image groups (:func:`sdcorr.shards.shard`)."""
+    """This rank's pairs: source-image groups, whole unless larger than an equal share
+    (:func:`sdcorr.shards.shard`)."""
     return shards.shard(pairs, rank, world, _source)
 
 
