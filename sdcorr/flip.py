@@ -27,15 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .image import ImageLike, load_image
 from .match.dense import resample
-from .match.sparse import valid_cells
+from .match.sparse import nearest, rows, unit, valid_cells
 from .types import FeatureMap
 
 DISTANCE_GRID = 64  # GeoAware-SC's RESOLUTION in get_distance
+L2_CHUNK = 1024  # query rows per distance block
 Mask = np.ndarray | torch.Tensor | None
 
 
@@ -85,26 +85,6 @@ def as_mask(mask: Mask) -> Mask:
     return np.ascontiguousarray(np.asarray(mask, dtype=bool))
 
 
-def _unit(fm: FeatureMap) -> FeatureMap:
-    return FeatureMap(F.normalize(fm.features.float(), dim=1), fm.geometry)
-
-
-def _flat(fm: FeatureMap) -> torch.Tensor:
-    return fm.features[0].flatten(1).t()  # (h * w, C)
-
-
-def _min_dist(query: torch.Tensor, bank: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """``(K,)`` L2 distance of each query row to its nearest bank row, and the index."""
-    bank = bank.to(query.device)
-    dist, idx = [], []
-    for i in range(0, len(query), chunk):
-        d = torch.cdist(query[i : i + chunk].float(), bank.float())
-        m, j = d.min(dim=1)
-        dist.append(m)
-        idx.append(j)
-    return torch.cat(dist), torch.cat(idx)
-
-
 def masked_distance(fa: FeatureMap, fb: FeatureMap, mask_a: Mask, mask_b: Mask) -> float:
     """GeoAware-SC's ``get_distance``: mean over A's mask of the L2 distance to B's mask.
 
@@ -114,12 +94,13 @@ def masked_distance(fa: FeatureMap, fb: FeatureMap, mask_a: Mask, mask_b: Mask) 
         mask_a: ``(Ha, Wa)`` bool mask of A.
         mask_b: ``(Hb, Wb)`` bool mask of B.
     """
-    ra, rb = resample(_unit(fa), DISTANCE_GRID), resample(_unit(fb), DISTANCE_GRID)
+    ra, rb = resample(unit(fa), DISTANCE_GRID), resample(unit(fb), DISTANCE_GRID)
     va = valid_cells(ra, as_mask(mask_a), True)
     vb = valid_cells(rb, as_mask(mask_b), True)
     if not va.any() or not vb.any():
         return float("inf")
-    d, _ = _min_dist(_flat(ra)[va.to(ra.features.device)], _flat(rb)[vb.to(rb.features.device)])
+    qa, qb = rows(ra)[va.to(ra.features.device)], rows(rb)[vb.to(rb.features.device)]
+    _, d = nearest(qa, qb, chunk=L2_CHUNK, metric="l2")
     return float(d.mean())
 
 
@@ -133,12 +114,12 @@ def mutual_nn_distance(fa: FeatureMap, fb: FeatureMap) -> float:
     Returns:
         Mean L2 distance over the mutual nearest neighbours (``inf`` when there are none).
     """
-    ua, ub = _unit(fa), _unit(fb)
+    ua, ub = unit(fa), unit(fb)
     va = valid_cells(ua, None, True)
     vb = valid_cells(ub, None, True)
-    qa, qb = _flat(ua)[va.to(ua.features.device)], _flat(ub)[vb.to(ub.features.device)]
-    d_ab, j_ab = _min_dist(qa, qb)
-    _, j_ba = _min_dist(qb, qa)
+    qa, qb = rows(ua)[va.to(ua.features.device)], rows(ub)[vb.to(ub.features.device)]
+    j_ab, d_ab = nearest(qa, qb, chunk=L2_CHUNK, metric="l2")
+    j_ba, _ = nearest(qb, qa, chunk=L2_CHUNK, metric="l2")
     mutual = j_ba[j_ab] == torch.arange(len(qa), device=j_ab.device)
     return float(d_ab[mutual].mean()) if mutual.any() else float("inf")
 

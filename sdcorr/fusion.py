@@ -9,7 +9,7 @@ runs in fp32, batched over pairs, on the device of the inputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,29 +19,26 @@ from .errors import ConfigError
 from .types import FeatureMap
 
 
-def co_pca(
-    a: torch.Tensor, b: torch.Tensor, dims: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PCA fitted jointly on two token sets, projected back per set.
+def joint_pca(sets: Sequence[torch.Tensor], dims: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """PCA fitted jointly on several token sets, projected back per set (float64).
 
     The principal axes are the top eigenvectors of the centred union's covariance (or of its
     Gram matrix when there are fewer tokens than channels), computed exactly in float64: the
     same axes as an SVD, deterministic, and much faster than an SVD of the tall token matrix.
+    Each axis is signed so that its entry of largest magnitude is positive (a deterministic
+    choice among the two signs).
 
     Args:
-        a: ``(P, Na, C)`` tokens of the first images (``P`` pairs; ``(Na, C)`` is one pair).
-        b: ``(P, Nb, C)`` tokens of the second images.
-        dims: number of components (capped at ``min(Na + Nb, C)``).
+        sets: token sets ``(P, N_i, C)`` (``P`` independent fits, e.g. pairs), or all ``(N_i, C)``
+            for one fit; the same ``P`` and ``C`` for every set.
+        dims: number of components (capped at ``min(sum N_i, C)``).
 
     Returns:
-        ``(P, Na, d)`` and ``(P, Nb, d)`` float32 projections onto the top ``d`` principal
-        axes of the centred union, and the axes ``(P, d, C)``. Each axis is signed so that its
-        entry of largest magnitude is positive (a deterministic choice among the two signs).
+        One ``(P, N_i, d)`` (or ``(N_i, d)``) float64 projection per set onto the top ``d``
+        axes of the centred union, and the axes ``(P, d, C)`` (or ``(d, C)``), float64.
     """
-    squeeze = a.ndim == 2
-    if squeeze:
-        a, b = a[None], b[None]
-    x = torch.cat([a, b], dim=1).double()
+    squeeze = sets[0].ndim == 2
+    x = torch.cat([t[None] if squeeze else t for t in sets], dim=1).double()
     x = x - x.mean(dim=1, keepdim=True)
     n, c = x.shape[1:]
     d = min(dims, n, c)
@@ -54,12 +51,29 @@ def co_pca(
         axes = (x.transpose(1, 2) @ u / vals.clamp_min(1e-12).sqrt()[:, None]).transpose(1, 2)
     pivot = axes.abs().argmax(dim=2, keepdim=True)
     axes = axes * torch.sign(axes.gather(2, pivot))
-    proj = (x @ axes.transpose(1, 2)).float()
-    pa, pb = proj[:, : a.shape[1]], proj[:, a.shape[1] :]
-    axes = axes.float()
+    proj = list((x @ axes.transpose(1, 2)).split([t.shape[-2] for t in sets], dim=1))
     if squeeze:
-        return pa[0], pb[0], axes[0]
-    return pa, pb, axes
+        return [p[0] for p in proj], axes[0]
+    return proj, axes
+
+
+def co_pca(
+    a: torch.Tensor, b: torch.Tensor, dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PCA fitted jointly on two token sets, projected back per set (:func:`joint_pca`).
+
+    Args:
+        a: ``(P, Na, C)`` tokens of the first images (``P`` pairs; ``(Na, C)`` is one pair).
+        b: ``(P, Nb, C)`` tokens of the second images.
+        dims: number of components (capped at ``min(Na + Nb, C)``).
+
+    Returns:
+        ``(P, Na, d)`` and ``(P, Nb, d)`` float32 projections onto the top ``d`` principal
+        axes of the centred union, and the axes ``(P, d, C)`` (float32, signed so that each
+        axis's entry of largest magnitude is positive).
+    """
+    (pa, pb), axes = joint_pca([a, b], dims)
+    return pa.float(), pb.float(), axes.float()
 
 
 def _tokens(f: torch.Tensor) -> torch.Tensor:

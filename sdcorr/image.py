@@ -214,6 +214,25 @@ class Geometry:
         )
         return torch.stack([xs.flatten(), ys.flatten()], dim=1)
 
+    def pixel_cells(self) -> torch.Tensor:
+        """``(H, W, 2)`` int64 ``(col, row)`` of the grid cell containing each original pixel."""
+        return self.to_cell(self.pixel_centres()).view(self.height, self.width, 2)
+
+    def grid_to_pixels(self, values: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Lift per-cell values to the original pixels: each pixel takes its cell's value.
+
+        Args:
+            values: ``(h, w, ...)`` on this grid (a tensor or numpy array, any dtype).
+
+        Returns:
+            ``(H, W, ...)`` tensor of the same dtype (a new tensor, never a view of ``values``).
+        """
+        v = torch.as_tensor(values)
+        if tuple(v.shape[:2]) != self.grid:
+            raise ValueError(f"values are {tuple(v.shape)}, expected the grid {self.grid} first")
+        cells = self.pixel_cells()
+        return v[cells[..., 1], cells[..., 0]]
+
     def grid_points(self, step: int = 1) -> torch.Tensor:
         """Original-pixel centres of every ``step``-th content cell, ``(K, 2)`` row-major."""
         n = self.grid[0]

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .image import Geometry
+from .match.sparse import unit_rows
 from .types import FeatureMap
 
 CLUSTERS = 5
@@ -77,7 +76,7 @@ def foreground_grid(
         ratio: a cluster whose border share is below ``ratio`` x its area share is foreground.
     """
     content = fm.geometry[0].content_mask()
-    x = F.normalize(fm.features[0].detach().float().cpu().flatten(1).t(), dim=1)
+    x = unit_rows(fm.features[0].detach().cpu())
     x = x[content.flatten()]
     border = content_border(content)[content]
     labels = kmeans(x, clusters)
@@ -117,12 +116,6 @@ def fill_holes(mask: torch.Tensor) -> torch.Tensor:
     return ~reach[1:-1, 1:-1]
 
 
-def grid_to_pixels(grid_mask: torch.Tensor, geo: Geometry) -> np.ndarray:
-    """Lift an ``(h, w)`` bool grid mask to ``(H, W)`` bool original pixels (nearest cell)."""
-    cells = geo.to_cell(geo.pixel_centres())
-    return grid_mask[cells[:, 1], cells[:, 0]].view(geo.height, geo.width).numpy().copy()
-
-
 def foreground_mask(fm: FeatureMap) -> np.ndarray:
     """``(H, W)`` bool foreground mask of one image from its ``(1, C, h, w)`` features."""
-    return grid_to_pixels(foreground_grid(fm), fm.geometry[0])
+    return fm.geometry[0].grid_to_pixels(foreground_grid(fm)).numpy()

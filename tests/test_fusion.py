@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sdcorr.config import FusionConfig
-from sdcorr.fusion import co_pca, fuse_pair, stack_layers
+from sdcorr.fusion import co_pca, fuse_pair, joint_pca, stack_layers
 from sdcorr.image import Geometry
 from sdcorr.types import FeatureMap
 
@@ -56,6 +56,20 @@ def test_co_pca_is_joint_not_per_image() -> None:
     # fitted on A alone the first axis is A's dominant channel 0; jointly it is B's channel 1
     _, _, solo = co_pca(a[:25], a[25:], 1)
     assert solo[0, 0].abs() > 0.9 and axes[0, 1].abs() > 0.9
+
+
+def test_joint_pca_of_several_sets_is_one_fit_and_co_pca_is_its_two_set_case() -> None:
+    g = torch.Generator().manual_seed(2)
+    sets = [torch.randn(n, 7, generator=g) * torch.arange(1.0, 8.0) for n in (4, 9, 6)]
+    projs, axes = joint_pca(sets, 3)
+    assert [p.shape for p in projs] == [(4, 3), (9, 3), (6, 3)] and axes.dtype == torch.float64
+    ref = _svd_reference(torch.cat(sets[:2]).numpy(), sets[2].numpy(), 3)
+    assert np.allclose(torch.cat(projs).numpy(), ref, atol=1e-9)
+    pa, pb, ax = co_pca(sets[0], sets[1], 3)
+    (qa, qb), ax2 = joint_pca(sets[:2], 3)
+    assert (
+        torch.equal(pa, qa.float()) and torch.equal(pb, qb.float()) and torch.equal(ax, ax2.float())
+    )
 
 
 def test_stack_layers_cascade_order_and_weights() -> None:

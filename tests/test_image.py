@@ -221,3 +221,28 @@ def test_grid_points_are_cell_centres_of_their_own_cells() -> None:
     x, y = pts[interior, 0], pts[interior, 1]
     assert torch.allclose(x, (14 * cells[interior, 0] + 6.5).double() / 1.68)
     assert torch.allclose(y, (14 * cells[interior, 1] + 6.5 - 140).double() / 1.68)
+
+
+def test_grid_to_pixels_gives_each_pixel_its_cells_value() -> None:
+    # 5x3 image, frame 10 (scale 2, content rows 2..8), 4-px cells: a 2x2 grid. Pixel x lands at
+    # frame 2x (cols 0,0,1,1 and the far border clamped into 1), pixel y at 2y + 2 (rows 0,1,1).
+    g = Geometry(5, 3, frame=10, stride=4)
+    values = np.array([[0, 1], [10, 11]])
+    expected = [[0, 0, 1, 1, 1], [10, 10, 11, 11, 11], [10, 10, 11, 11, 11]]
+    assert g.grid_to_pixels(values).tolist() == expected
+    assert torch.equal(g.pixel_cells()[..., 0], torch.tensor([[0, 0, 1, 1, 1]] * 3))
+    rgb = torch.arange(12).view(2, 2, 3)  # trailing dimensions are carried along
+    lifted = g.grid_to_pixels(rgb)
+    assert lifted.shape == (3, 5, 3) and torch.equal(lifted[2, 4], rgb[1, 1])
+    with pytest.raises(ValueError, match="expected the grid"):
+        g.grid_to_pixels(torch.zeros(3, 2))
+
+
+def test_grid_to_pixels_agrees_with_to_cell_on_a_real_geometry() -> None:
+    g = Geometry(500, 333, 840, 14)
+    values = torch.arange(60 * 60).view(60, 60)
+    lifted = g.grid_to_pixels(values)
+    pts = torch.tensor([[0.0, 0.0], [499.0, 332.0], [123.0, 45.0], [250.0, 166.0]])
+    cells = g.to_cell(pts)
+    for (x, y), (c, r) in zip(pts.long().tolist(), cells.tolist(), strict=True):
+        assert lifted[y, x] == values[r, c]

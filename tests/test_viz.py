@@ -323,3 +323,65 @@ def test_swap_gif_memory_does_not_grow_with_input_megapixels() -> None:
     small, large = peak(1632, 1224), peak(4000, 3000)  # 2.0 MP and 12 MP
     assert large < 1.3 * small + 2**20, (small, large)
     assert large < 16 * 2**20  # the old route's float64 flow alone was 12e6 * 16 B = 192 MB
+
+
+# ---------------------------------------------------------------------------- canvas, markers
+def test_side_by_side_places_both_images_top_aligned_with_gap_and_fill() -> None:
+    a, b = noise(3, 2, 0), noise(5, 4, 1)
+    out = viz.side_by_side(a, b, gap=2, fill=7)
+    assert out.shape == (5, 2 + 2 + 4, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:3, :2], a)
+    np.testing.assert_array_equal(out[:, 4:], b)
+    assert (out[:, 2:4] == 7).all() and (out[3:, :2] == 7).all()
+    swapped = viz.side_by_side(b, a)  # no gap; white by default
+    assert swapped.shape == (5, 6, 3) and (swapped[3:, 4:] == 255).all()
+    np.testing.assert_array_equal(swapped[:3, 4:], a)
+
+
+@pytest.mark.parametrize("xy", [(0.0, 0.0), (39.0, 29.0), (12.4, 7.6), (-3.0, 50.0)])
+def test_marker_is_found_where_it_was_drawn(xy) -> None:
+    img = noise(30, 40, 2) // 2  # no pure magenta
+    assert viz.marker_centre(img) is None
+    marked = viz.draw_marker(img, xy)
+    expect = (int(np.clip(round(xy[0]), 0, 39)), int(np.clip(round(xy[1]), 0, 29)))
+    assert viz.marker_centre(marked) == expect
+    assert tuple(marked[expect[1], 0]) == viz.MARKER_RGB and (img == noise(30, 40, 2) // 2).all()
+
+
+def test_heatmap_colours_each_pixel_by_its_cells_scaled_value() -> None:
+    import matplotlib
+
+    geo = Geometry(40, 20, frame=40, stride=10)  # 4 x 4 grid, content rows 1 and 2
+    sim = torch.arange(16.0).view(4, 4)  # content cells 4..11: 4 -> 0 and 11 -> 1
+    img = noise(20, 40, 3)
+    heat = viz.heatmap(img, sim, geo, alpha=1.0)
+    turbo = matplotlib.colormaps["turbo"]
+    np.testing.assert_array_equal(heat[0, 0], np.round(np.array(turbo(0.0)[:3]) * 255))
+    np.testing.assert_array_equal(heat[19, 39], np.round(np.array(turbo(1.0)[:3]) * 255))
+    half = viz.heatmap(img, sim, geo, alpha=0.5)
+    assert np.abs(half.astype(int) - (img.astype(int) + heat) / 2).max() <= 1
+
+
+def _padded_pair(outlier: float) -> tuple[FeatureMap, FeatureMap]:
+    """A 40x20 image (4x4 grid: rows 0 and 3 are padding) and B = A; padding cells hold
+    ``outlier`` times noise."""
+    geo = (Geometry(40, 20, frame=40, stride=10),)
+    f = torch.randn(1, 6, 4, 4, generator=torch.Generator().manual_seed(3))
+    f[:, :, [0, 3]] *= outlier
+    return FeatureMap(f, geo), FeatureMap(f.clone(), geo)
+
+
+def test_pca_images_fit_content_cells_only_and_lift_them_to_pixels(tmp_path: Path) -> None:
+    fa, fb = _padded_pair(1.0)
+    a, b = viz.pca_images(fa, fb)
+    assert a.shape == b.shape == (20, 40, 3)
+    np.testing.assert_array_equal(a, b)  # same features, same colours
+    np.testing.assert_array_equal(a, viz.pca_images(*_padded_pair(1000.0))[0])  # padding ignored
+    (grid,) = viz.pca_rgb(fa, mask=fa.geometry[0].content_mask())
+    np.testing.assert_array_equal(a, fa.geometry[0].grid_to_pixels(grid).numpy())
+    short = FeatureMap(fb.features, (Geometry(40, 10, frame=40, stride=10),))
+    panel = viz.pca_panel(fa, short)
+    assert panel.shape == (20, 80, 3) and (panel[10:, 40:] == 0).all()  # black below B
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(viz.save_pca(tmp_path / "p.png", fa, short))), panel
+    )

@@ -216,15 +216,16 @@ def _write_swap(
 def _write_flow_pca(
     result: PairResult, targets: Targets, outputs: Outputs
 ) -> list[tuple[str, str]]:
-    from ..demo import render
+    from ..match.dense import save_flow
+    from ..viz import save_pca
 
     written = []
     if targets.flow:
         assert result.flow is not None
-        render.save_flow(outputs.stage(targets.flow), result.flow)
+        save_flow(outputs.stage(targets.flow), result.flow)
         written.append(("flow", targets.flow))
     if targets.pca:
-        render.save_pca(outputs.stage(targets.pca), *result.pair.unflipped())
+        save_pca(outputs.stage(targets.pca), *result.pair.unflipped())
         written.append(("pca", targets.pca))
     return written
 

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from .. import viz
 from ..errors import ConfigError, SdcorrError
 from ..flip import mirror_points
 from ..image import load_image
+from ..match.sparse import point_similarity
 from ..pair import FusedPair, dense_flow
 from ..pipeline import MaskLike, SDDino
 from ..types import FeatureMap
-from . import render
 
 log = logging.getLogger("sdcorr")
 
@@ -162,13 +163,13 @@ class DemoSession:
         query = (x, y)
         if pair.flipped:  # the heat map of the view the match came from
             query = tuple(mirror_points([[x, y]], a.shape[1])[0].tolist())
-        sim = render.similarity(pair.fa, pair.fb, query)
-        heat = render.heatmap(b, sim, pair.fb.geometry[0])
+        sim = point_similarity(pair.fa, pair.fb, query)
+        heat = viz.heatmap(b, sim, pair.fb.geometry[0])
         bxy = (result["x"], result["y"])
         return (
-            render.draw_marker(a, (x, y)),
-            render.draw_marker(b, bxy),
-            render.draw_marker(heat, bxy),
+            viz.draw_marker(a, (x, y)),
+            viz.draw_marker(b, bxy),
+            viz.draw_marker(heat, bxy),
             {"a": [float(x), float(y)], **result},
         )
 
@@ -177,7 +178,7 @@ class DemoSession:
         category: str | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Both images side by side in joint PCA colours, ``(max(Ha, Hb), Wa + Wb, 3)`` uint8."""
-        return render.pca_panel(*self.fused(path_a, path_b, preset, category))
+        return viz.pca_panel(*self.fused(path_a, path_b, preset, category))
 
     def swap_gif(
         self,
@@ -190,7 +191,6 @@ class DemoSession:
         max_side: int = 256,
     ) -> Path:
         """Write the swap animation (A's pixels moving to their matches in B) as a GIF."""
-        from .. import viz
 
         flow = dense_flow(self.pair(path_a, path_b, preset, category), grid)
         frames = viz.swap_frames_from_flow(_rgb(path_a), _rgb(path_b), flow, max_side)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from ..errors import DatasetError
 from ..image import load_image
-from ..match.sparse import descriptors, nearest
+from ..match.sparse import descriptors, nearest, rows
 from ..types import FeatureMap
 from .common import Split, image_size
 from .pairs import Pair
@@ -173,10 +173,7 @@ def cell_flow(fa: FeatureMap, fb: FeatureMap, metric: str = "cosine") -> torch.T
     if metric == "cosine":
         idx, _ = nearest(descriptors(fa), descriptors(fb))
     elif metric == "l2":
-        a, b = (f.features[0].detach().float().flatten(1).T for f in (fa, fb))
-        idx = torch.cat(
-            [torch.cdist(chunk, b.to(chunk.device)).argmin(dim=1) for chunk in a.split(4096)]
-        )
+        idx, _ = nearest(rows(fa).detach(), rows(fb).detach(), metric="l2")
     else:
         raise ValueError(f"unknown metric {metric!r} (valid: cosine, l2)")
     idx = idx.cpu()

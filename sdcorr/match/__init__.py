@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .dense import DenseFlow, match_dense, warp
+from .dense import DenseFlow, match_dense, save_flow, warp
 from .sparse import transfer_points
 
-__all__ = ["DenseFlow", "match_dense", "transfer_points", "warp"]
+__all__ = ["DenseFlow", "match_dense", "save_flow", "transfer_points", "warp"]

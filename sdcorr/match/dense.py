@@ -8,6 +8,7 @@ per-cell result is lifted to B's pixels by nearest-cell lookup or bilinear flow 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from ..config import MatchConfig
 from ..errors import PointsError
 from ..image import Geometry
+from ..io import atomic_path
 from ..types import FeatureMap
 from .sparse import descriptors, nearest, valid_cells
 
@@ -51,12 +53,11 @@ class DenseFlow:
                 positions are interpolated between cell centres).
         """
         gb = self.geometry_b
-        pix = gb.pixel_centres()
         field = self.points_a()  # (h, w, 2)
         if mode == "nearest":
-            cells = gb.to_cell(pix)
-            out = field[cells[:, 1], cells[:, 0]]
+            out = gb.grid_to_pixels(field)
         elif mode == "bilinear":
+            pix = gb.pixel_centres()
             frac = (gb.to_frame(pix) - (gb.cell - 1) / 2) / gb.stride  # continuous cell index
             h, w = field.shape[:2]
             norm = torch.stack([frac[:, 0] / max(w - 1, 1), frac[:, 1] / max(h - 1, 1)], 1) * 2 - 1
@@ -72,9 +73,39 @@ class DenseFlow:
 
     def valid_pixels(self) -> torch.Tensor:
         """``(Hb, Wb)`` bool: pixels of B whose cell was matched."""
-        gb = self.geometry_b
-        cells = gb.to_cell(gb.pixel_centres())
-        return self.valid[cells[:, 1], cells[:, 0]].view(gb.height, gb.width)
+        return self.geometry_b.grid_to_pixels(self.valid)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The correspondence at B's pixels (nearest cell), as written by :func:`save_flow`.
+
+        Returns:
+            ``flow (Hb, Wb, 2)`` float32 ``(x, y)`` in A's pixels, ``valid (Hb, Wb)`` bool,
+            ``score (Hb, Wb)`` float32 (cosine similarity of each pixel's cell match) and
+            ``size_a``/``size_b`` ``(W, H)`` int64.
+        """
+        ga, gb = self.geometry_a, self.geometry_b
+        return {
+            "flow": self.to_pixels("nearest").numpy().astype(np.float32),
+            "valid": self.valid_pixels().numpy().astype(bool),
+            "score": gb.grid_to_pixels(self.scores.float()).numpy().astype(np.float32),
+            "size_a": np.array([ga.width, ga.height], dtype=np.int64),
+            "size_b": np.array([gb.width, gb.height], dtype=np.int64),
+        }
+
+
+def save_flow(path: str | Path, flow: DenseFlow) -> Path:
+    """Write :meth:`DenseFlow.arrays` as an ``.npz`` (atomic: temp name, then rename).
+
+    Args:
+        path: output file (``.npz``).
+        flow: the dense B → A correspondence.
+
+    Returns:
+        ``path``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **flow.arrays())
+    return Path(path)
 
 
 def resample(fm: FeatureMap, n: int) -> FeatureMap:

@@ -18,11 +18,31 @@ from ..errors import PointsError
 from ..types import FeatureMap, Matches
 
 
-def descriptors(fm: FeatureMap) -> torch.Tensor:
-    """``(1, C, h, w)`` map → ``(h * w, C)`` unit-norm fp32 descriptors, row-major cells."""
+def unit(fm: FeatureMap) -> FeatureMap:
+    """``fm`` in fp32 with every cell's descriptor L2-normalised: ``(B, C, h, w)``, same geometry."""
+    return FeatureMap(F.normalize(fm.features.float(), dim=1), fm.geometry)
+
+
+def _single(fm: FeatureMap) -> torch.Tensor:
+    """The ``(C, h, w)`` features of a map of one image."""
     if fm.features.shape[0] != 1:
         raise ValueError(f"expected one image, got a batch of {fm.features.shape[0]}")
-    return F.normalize(fm.features[0].float().flatten(1).t(), dim=1)
+    return fm.features[0]
+
+
+def rows(fm: FeatureMap) -> torch.Tensor:
+    """``(1, C, h, w)`` map → its ``(h * w, C)`` descriptors as they are, row-major cells."""
+    return _single(fm).flatten(1).t()
+
+
+def unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """``(C, h, w)`` descriptors of one image → ``(h * w, C)`` unit-norm fp32, row-major cells."""
+    return F.normalize(features.float().flatten(1).t(), dim=1)
+
+
+def descriptors(fm: FeatureMap) -> torch.Tensor:
+    """``(1, C, h, w)`` map → ``(h * w, C)`` unit-norm fp32 descriptors, row-major cells."""
+    return unit_rows(_single(fm))
 
 
 def valid_cells(
@@ -35,32 +55,65 @@ def valid_cells(
     return geo.content_mask().flatten() if content_only else None
 
 
+def similarity(query: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """``(K, N)`` fp32 cosine similarities of unit-norm ``query (K, C)`` and ``bank (N, C)``."""
+    return query.float() @ bank.float().t()
+
+
 def nearest(
-    query: torch.Tensor, bank: torch.Tensor, valid: torch.Tensor | None = None, chunk: int = 4096
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    chunk: int = 4096,
+    metric: str = "cosine",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine nearest neighbour of each query row in ``bank``.
+    """Nearest neighbour of each query row in ``bank``, ``chunk`` query rows at a time.
 
     Args:
-        query: ``(K, C)`` unit-norm descriptors.
-        bank: ``(N, C)`` unit-norm descriptors.
+        query: ``(K, C)`` descriptors (unit-norm for ``"cosine"``).
+        bank: ``(N, C)`` descriptors.
         valid: ``(N,)`` bool; invalid rows are never chosen.
-        chunk: query rows per ``(chunk, N)`` similarity block.
+        chunk: query rows per ``(chunk, N)`` block.
+        metric: ``"cosine"`` (:func:`similarity`, highest wins) or ``"l2"`` (Euclidean
+            distance, lowest wins). Ties go to the first bank row.
 
     Returns:
-        ``idx (K,)`` int64 and ``score (K,)`` float32 (the cosine similarity).
+        ``idx (K,)`` int64 and ``score (K,)`` float32: the cosine similarity, or the distance.
     """
-    bank = bank.to(query.device)
+    if metric not in ("cosine", "l2"):
+        raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+    bank = bank.to(query.device).float()
+    worst = float("-inf") if metric == "cosine" else float("inf")
     idx, score = [], []
     for i in range(0, query.shape[0], chunk):
-        sim = query[i : i + chunk].float() @ bank.float().t()
+        q = query[i : i + chunk].float()
+        s = similarity(q, bank) if metric == "cosine" else torch.cdist(q, bank)
         if valid is not None:
-            sim = sim.masked_fill(~valid.to(sim.device)[None], float("-inf"))
-        s, j = sim.max(dim=1)
+            s = s.masked_fill(~valid.to(s.device)[None], worst)
+        best, j = s.max(dim=1) if metric == "cosine" else s.min(dim=1)
         idx.append(j)
-        score.append(s)
+        score.append(best)
     if not idx:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     return torch.cat(idx), torch.cat(score)
+
+
+def point_similarity(fa: FeatureMap, fb: FeatureMap, point: tuple[float, float]) -> torch.Tensor:
+    """Cosine similarity of A's cell at ``point`` with every cell of B.
+
+    Args:
+        fa: ``(1, C, h, w)`` descriptors of A.
+        fb: ``(1, C, h', w')`` descriptors of B.
+        point: ``(x, y)`` in A's original pixels (must lie on A).
+
+    Returns:
+        ``(h', w')`` fp32 on the CPU; its value at a match of :func:`transfer_points` is that
+        match's score.
+    """
+    ga = fa.geometry[0]
+    col, row = ga.to_cell(ga.check_inside([list(point)], "point of A"))[0].tolist()
+    query = descriptors(fa)[row * ga.grid[1] + col]
+    return similarity(query[None], descriptors(fb))[0].view(fb.geometry[0].grid).cpu()
 
 
 def soft_argmax(

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sdcorr import viz
 from sdcorr.cli import build_parser, main
 from sdcorr.commands.demo import make_session as session_of
 from sdcorr.config import to_dict
-from sdcorr.demo import render
 from sdcorr.demo.session import DemoSession
+from sdcorr.match.sparse import point_similarity
 
 DOG = (
     Path(__file__).resolve().parents[1] / "data" / "spair-mini" / "SPair-71k" / "JPEGImages" / "dog"
@@ -65,10 +66,10 @@ def test_click_marks_the_match_and_heat_map_peaks_there(session):
     assert result == {"a": [120.0, 200.0], **session.match(A, B, 120, 200)}
     assert shown_a.shape == (375, 500, 3) and shown_b.shape == heat.shape == (332, 500, 3)
     for img, xy in ((shown_a, (120, 200)), (shown_b, (result["x"], result["y"]))):
-        cx, cy = render.marker_centre(img)
+        cx, cy = viz.marker_centre(img)
         assert abs(cx - xy[0]) <= 1 and abs(cy - xy[1]) <= 1
     fa, fb = session.fused(A, B)
-    sim = render.similarity(fa, fb, (120, 200))
+    sim = point_similarity(fa, fb, (120, 200))
     # the matched cell is the most similar cell of B's content (the heat map's maximum)
     col, row = fb.geometry[0].to_cell(np.array([[result["x"], result["y"]]]))[0].tolist()
     content = fb.geometry[0].content_mask()

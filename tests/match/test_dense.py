@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sdcorr.match.dense import match_dense, resample, warp
@@ -103,3 +104,33 @@ def test_dense_pixels_use_the_reference_cell_rule_on_a_non_square_image() -> Non
     assert ok.mean() > 0.9
     assert np.allclose(px[..., 0].numpy()[ok], ex[ok], atol=1e-3)
     assert np.allclose(px[..., 1].numpy()[ok], ey[ok], atol=1e-3)
+
+
+def test_flow_arrays_and_npz_carry_the_mirror_at_every_pixel(tmp_path, monkeypatch) -> None:
+    from sdcorr.match.dense import save_flow
+
+    fa, fb = _pair(lambda p: torch.stack([N * S - 1 - p[:, 0], p[:, 1]], 1))
+    mask_b = np.zeros((N * S, N * S), bool)
+    mask_b[:, : N * S // 2] = True
+    flow = match_dense(fa, fb, mask_b=mask_b)
+    path = save_flow(tmp_path / "flow.npz", flow)
+    with np.load(path) as z:
+        arrays = dict(z)
+    assert sorted(arrays) == ["flow", "score", "size_a", "size_b", "valid"]
+    assert arrays["flow"].shape == (N * S, N * S, 2) and arrays["flow"].dtype == np.float32
+    mirrored_x = (N - 1 - np.arange(N * S) // S) * S + (S - 1) / 2  # centre of the mirror cell
+    np.testing.assert_array_equal(arrays["flow"][..., 0], np.tile(mirrored_x, (N * S, 1)))
+    np.testing.assert_array_equal(arrays["valid"], mask_b)
+    assert arrays["score"].dtype == np.float32 and np.allclose(arrays["score"], 1, atol=1e-5)
+    assert arrays["size_a"].tolist() == arrays["size_b"].tolist() == [N * S, N * S]
+    for key, value in flow.arrays().items():
+        np.testing.assert_array_equal(value, arrays[key])
+
+    def broken(file, **arrays):
+        file.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_flow(tmp_path / "other.npz", flow)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npz"]

@@ -8,7 +8,7 @@ import torch
 
 from sdcorr.config import MatchConfig
 from sdcorr.errors import PointsError
-from sdcorr.match.sparse import nearest, transfer_points
+from sdcorr.match.sparse import nearest, point_similarity, transfer_points
 from sdcorr.testing import PositionOracle
 
 N, S = 16, 14  # 16 x 16 cells of 14 px on a 224 frame
@@ -115,6 +115,38 @@ def test_chunked_nearest_equals_unchunked() -> None:
     assert torch.equal(i1, i2) and torch.allclose(s1, s2, atol=1e-6)
     assert valid[i1].all()
     assert torch.equal(i2, (q @ bank.t()).masked_fill(~valid, -2).argmax(1))
+
+
+def test_l2_nearest_is_the_brute_force_minimum_and_ties_go_to_the_first_row() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, bank = torch.randn(50, 6, generator=g), torch.randn(80, 6, generator=g)
+    bank[40] = bank[7]  # an exact duplicate: the first copy must win
+    q[0] = bank[7]
+    idx, dist = nearest(q, bank, chunk=9, metric="l2")
+    full = torch.cdist(q, bank)
+    assert torch.equal(idx, full.argmin(1)) and idx[0] == 7 and dist[0] == 0
+    assert torch.allclose(dist, full.min(1).values)
+    valid = torch.ones(80, dtype=torch.bool)
+    valid[7] = False  # the nearest row excluded: its duplicate takes over
+    assert nearest(q[:1], bank, valid, metric="l2")[0].tolist() == [40]
+    unit_bank = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert nearest(torch.tensor([[1.0, 0.0]]), unit_bank)[0].tolist() == [1]  # cosine tie
+    with pytest.raises(ValueError, match="metric"):
+        nearest(q, bank, metric="dot")
+
+
+def test_point_similarity_peaks_at_the_transferred_match() -> None:
+    fa, fb = _pair(_frame_shift(2 * S, -S))
+    point = (60.0, 100.0)
+    sim = point_similarity(fa, fb, point)
+    assert sim.shape == (N, N)
+    m = transfer_points(fa, fb, [list(point)], MatchConfig(content_only=False))
+    col, row = fb.geometry[0].to_cell(m.points_b.double())[0].tolist()
+    assert float(sim[row, col]) == float(m.scores[0]) == pytest.approx(float(sim.max()))
+    cell = fa.geometry[0].to_cell(torch.tensor([point]))[0] + torch.tensor([2, -1])
+    assert (col, row) == tuple(cell.tolist())  # the known shift
+    with pytest.raises(PointsError, match="outside"):
+        point_similarity(fa, fb, (300.0, 5.0))
 
 
 def _ref_cell_centre(x: float, y: float, w: int, h: int, n: int = N, frame: int = N * S):
