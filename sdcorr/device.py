@@ -45,3 +45,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise ConfigError(f"unknown dtype '{dtype}' (valid: {', '.join(DTYPES)})") from None
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of one torchrun rank: a bare ``cuda`` becomes ``cuda:<local_rank>`` (modulo
+    the GPUs present); any other device (``cuda:1``, ``cpu``) is kept."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device

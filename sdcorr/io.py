@@ -48,18 +48,18 @@ def make_output_dir(path: str | Path, option: str) -> bool:
 
 
 @contextlib.contextmanager
-def output_dirs(*dirs: tuple[str | Path | None, str]) -> Iterator[None]:
-    """Create each ``(folder, option)`` in turn (``None``: skipped), with
-    :func:`make_output_dir`'s one-line errors; when a later one or the block fails, remove the
-    folders (and parents) created here that are still empty, so a failed start leaves none.
-    """
-    created: list[tuple[Path, Path]] = []  # (folder, its topmost ancestor created here)
+def output_dirs(dirs: dict[str, str | Path | None]) -> Iterator[None]:
+    """Create each folder of ``{option: folder}`` (``None``: skipped) for the block; when the
+    block (or creating a later folder) fails, remove the folders created here, parents included,
+    that are still empty, so a failed start leaves nothing behind (:func:`make_output_dir` names
+    the option whose folder cannot be created)."""
+    created: list[tuple[Path, Path]] = []  # (folder, its topmost parent created here)
     try:
-        for path, option in dirs:
-            if path is None:
+        for option, folder in dirs.items():
+            if folder is None:
                 continue
-            path = Path(path)
-            top = _first_missing(path)
+            path = Path(folder).absolute()
+            top = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
             make_output_dir(path, option)
             if top is not None:
                 created.append((path, top))
@@ -70,27 +70,15 @@ def output_dirs(*dirs: tuple[str | Path | None, str]) -> Iterator[None]:
         raise
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The topmost folder of ``path`` (itself or an ancestor) that does not exist yet."""
-    path = path.absolute()
-    if path.exists():
-        return None
-    while not path.parent.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
 def _remove_empty(path: Path, top: Path) -> None:
-    """Remove ``path`` and its ancestors up to ``top`` while they are empty."""
-    path = path.absolute()
-    while True:
+    """``rmdir`` ``path`` and its parents up to ``top`` while they are empty."""
+    for folder in [path, *path.parents]:
         try:
-            path.rmdir()  # only an empty folder
+            folder.rmdir()
         except OSError:
             return
-        if path == top or path.parent == path:
+        if folder == top:
             return
-        path = path.parent
 
 
 @contextlib.contextmanager

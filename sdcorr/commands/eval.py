@@ -25,13 +25,13 @@ from ..distributed import close_distributed
 from ..errors import ConfigError
 from ..eval.common import Selection
 from ..eval.datasets import DATASETS
-from ..eval.outdir import check_out_dir, normalise_path
 from ..eval.pairs import PROMPT_STYLES, default_prompt, with_prompt_names
 from ..eval.pck import THRESHOLDS
 from ..eval.protocol import Protocol, resolve_protocol
 from ..eval.runner import ModelPredictor, counters, evaluate, join_group, load_predictions
 from ..io import output_dirs
 from ..options import Resolved
+from ..outdir import check_out_dir, normalise_path
 from .options import add_match_options, add_model_options, load_pipeline, resolve_args
 
 HELP = "PCK evaluation on SPair-71k, PF-Pascal, PF-Willow, AP-10K or TSS (or of saved predictions)"
