@@ -9,7 +9,8 @@ mirror made for flip alignment, share one entry. On disk a file is named
 ``<sha1>-<category>-<config hash>[-mirror].safetensors`` (the config hash covers model ids,
 frames, timestep, layers and dtype), so one folder can be shared between runs and never serves
 features of another image, prompt or configuration. ``stats`` counts what really happened:
-images extracted, mirrors extracted, entries served from memory, entries served from disk.
+images extracted, mirrors extracted, entries served from memory, entries served from disk;
+``seconds`` is the wall time spent extracting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -126,6 +128,7 @@ class FeatureCache:
         self.device = device
         self._mem: OrderedDict[Key, ImageFeatures] = OrderedDict()
         self.stats = {"extracted": 0, "mirrors_extracted": 0, "memory_hits": 0, "disk_hits": 0}
+        self.seconds = 0.0  # wall time spent in ``extract``
 
     def get(
         self, image: ImageLike, category: str | None = None, mirrored: bool = False
@@ -165,7 +168,11 @@ class FeatureCache:
 
     def _fill(self, key: Key, image: ImageLike, mirrored: bool) -> ImageFeatures:
         mirror = {"mirrored": True} if mirrored else {}  # plain extractors take two arguments
+        start = time.perf_counter()
         feats = self._extract(image, key[2], **mirror)
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)  # time the work, not its launch
+        self.seconds += time.perf_counter() - start
         self.stats["mirrors_extracted" if mirrored else "extracted"] += 1
         self._save(key, feats)
         self._remember(key, feats)

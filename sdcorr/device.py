@@ -77,3 +77,11 @@ def native_dtype(dtype: torch.dtype, device: torch.device) -> bool:
     }.get(dtype)
     fn = getattr(torch.ops.mkldnn, check, None) if check else None
     return bool(fn()) if fn is not None else False
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of one torchrun rank: a bare ``cuda`` becomes ``cuda:<local_rank>`` (modulo
+    the GPUs present); any other device (``cuda:1``, ``cpu``) is kept."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device

@@ -3,18 +3,22 @@
 ``torchrun`` starts one process per rank and sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``.
 :func:`init_distributed` joins the group when ``WORLD_SIZE > 1`` and otherwise does nothing, so
 every caller runs unchanged in a single process. Nothing here calls a collective unless a group
-was joined. The evaluation runner (gloo, barriers only) and pretraining (NCCL on GPUs, gloo
-elsewhere, with its DDP/FSDP wrappers in :mod:`sdcorr.pretrain.dist`) both use it.
+was joined. The sharded runs (:func:`join_group`: gloo, barriers and a gather of counters, for
+the evaluation runner and ``sdcorr match --pairs``) and pretraining (NCCL on GPUs, gloo
+elsewhere, with its DDP/FSDP wrappers in :mod:`sdcorr.pretrain.dist`) all use it.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+GROUP_TIMEOUT = datetime.timedelta(hours=24)  # ranks of a sharded run may finish far apart
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,23 @@ def init_distributed(
         kwargs = {"timeout": timeout} if timeout is not None else {}
         dist.init_process_group(backend, **kwargs)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+
+
+def join_group() -> DistInfo:
+    """This process's rank layout for a sharded run; joins the torchrun group when there is one
+    (gloo, even on GPUs: a sharded run exchanges only barriers and small counters)."""
+    return init_distributed(backend="gloo", timeout=GROUP_TIMEOUT)
+
+
+def gather_numbers(info: DistInfo, values: Sequence[float]) -> list[list[float]]:
+    """Every rank's ``values`` (the same count on each rank), in rank order: one float64 tensor
+    per rank through ``all_gather`` (no pickling); ``[values]`` in a single process."""
+    if not info.distributed:
+        return [list(values)]
+    mine = torch.tensor(list(values), dtype=torch.float64)
+    out = [torch.empty_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(out, mine)
+    return [t.tolist() for t in out]
 
 
 def barrier(info: DistInfo) -> None:

@@ -3,23 +3,25 @@
 A model is named by a hub id (``facebook/dinov2-base``), a short alias (``dinov2-base``,
 ``sd-1.5``) or a local folder. :func:`resolve_model` returns a local folder: the folder itself,
 the Hugging Face cache snapshot, or a fresh download. It never downloads at import time and
-honours ``HF_HUB_OFFLINE=1``. When nothing works it raises one :class:`ModelNotFoundError` that
-names the model, the cache it looked in and the fix. Every download ladder (model folders here,
-U-Net weight files in :mod:`sdcorr.features.unet_weights`) goes local path → cache → Hub through
-:func:`ladder`, which classifies the failures in one place.
+honours ``HF_HUB_OFFLINE=1``. Everything a run reads from outside (model folders, U-Net weight
+files) is a :class:`Needed` and goes local path → cache → Hub through :func:`fetch_all`, the one
+ladder: it asks the Hub only when it is reachable (one quick request, no retries), classifies the
+failures in one place, and raises one :class:`ModelNotFoundError` naming every missing thing,
+where it looked, and the one command that fetches them all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import get_preset
-from .errors import ModelNotFoundError
-from .modelfolder import check_dino_folder
+from .config import PRESETS, PipelineConfig, get_preset
+from .errors import ModelNotFoundError, SdcorrError
+from .modelfolder import check_dino_folder, check_weights_file
 
 log = logging.getLogger("sdcorr")
 
@@ -70,6 +72,29 @@ MARKER = {"sd": "unet/config.json", "dino": "config.json"}
 FLAG = {"sd": "--sd-model", "dino": "--dino-model"}
 
 
+@dataclass(frozen=True)
+class Needed:
+    """One thing a run reads from a local path, the Hugging Face cache or the Hub.
+
+    Attributes:
+        label: what it is, for messages (``DINO model 'facebook/dinov2-base'``).
+        repo: the hub repo it comes from (its cache folder is where a miss looked).
+        local: the local path its name gives (``None``: a hub name); raises its own one-line
+            error for a path that cannot be one.
+        get: ``get(local_only)``: its local path from the cache only (``True``) or from the
+            Hub (``False``).
+        fetch: the ``sdcorr download`` arguments that fetch it (``--model facebook/dinov2-base``).
+        instead: how to pass a local copy instead (``a local folder with --dino-model PATH``).
+    """
+
+    label: str
+    repo: str
+    local: Callable[[], Path | None]
+    get: Callable[[bool], Path]
+    fetch: str
+    instead: str
+
+
 def canonical_id(name: str) -> str:
     """Expand a short alias to its hub id (other names are returned unchanged)."""
     return ALIASES.get(name, name)
@@ -105,18 +130,8 @@ def _check_folder(path: Path, kind: Kind) -> Path:
     return check_dino_folder(path) if kind == "dino" else path
 
 
-def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
-    """Return a local folder holding model ``name``.
-
-    Args:
-        name: local folder, hub id or alias.
-        kind: ``"sd"`` (diffusers pipeline folder) or ``"dino"`` (transformers model folder).
-        revision: hub revision to pin (ignored for local folders).
-
-    Raises:
-        ModelNotFoundError: a missing local folder, or a hub model that is not cached and
-            cannot be downloaded (offline, or no network).
-    """
+def model_needed(name: str, kind: Kind, revision: str | None = None) -> Needed:
+    """What a run needs to find model ``name`` (local folder, hub id or alias) of ``kind``."""
     repo = canonical_id(name)
 
     def local() -> Path | None:
@@ -130,40 +145,131 @@ def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
     def get(local_only: bool) -> Path:
         return _snapshot(repo, kind, revision, local_only)
 
-    return ladder(local, get, lambda reason: _not_found(repo, kind, reason), what=repo)
+    what = "Stable Diffusion" if kind == "sd" else "DINO"
+    return Needed(f"{what} model '{repo}'", repo, local, get, f"--model {repo}",
+                  f"a local folder with {FLAG[kind]} PATH")  # fmt: skip
 
 
-def ladder(
-    local: Callable[[], Path | None],
-    get: Callable[[bool], Path],
-    not_found: Callable[[str], ModelNotFoundError],
-    what: str,
-) -> Path:
-    """The one download ladder: a local path, else the Hugging Face cache, else the Hub.
+def weights_needed(spec: str) -> Needed:
+    """What a run needs to find U-Net weights ``spec``: a local file or a hub ``repo:file``."""
+    repo, _, filename = spec.partition(":")
+
+    def local() -> Path | None:
+        path = Path(spec).expanduser()
+        if path.exists():
+            return check_weights_file(path)
+        if ":" not in spec:
+            raise ModelNotFoundError(f"U-Net weights file not found: {spec}")
+        return None  # a hub repo:filename
+
+    def get(local_only: bool) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        return check_weights_file(
+            Path(hf_hub_download(repo, filename, local_files_only=local_only))
+        )
+
+    return Needed(f"U-Net weights file '{spec}'", repo, local, get, f"--unet-weights {spec}",
+                  "a local file with --unet-weights PATH")  # fmt: skip
+
+
+def resolve_model(name: str, kind: Kind, revision: str | None = None) -> Path:
+    """Return a local folder holding model ``name``.
 
     Args:
-        local: the local path the name gives (``None``: the name is a hub name); raises its own
-            one-line error for a path that cannot be one.
-        get: ``get(local_only)``: the thing's local path (snapshot folder, file) from the cache
-            only (``True``) or from the Hub (``False``).
-        not_found: builds the one-line error from a reason ("HF_HUB_OFFLINE is set", "the
-            Hugging Face Hub cannot be reached", ...; told apart by huggingface_hub's error types).
-        what: named in the "downloading" log line.
+        name: local folder, hub id or alias.
+        kind: ``"sd"`` (diffusers pipeline folder) or ``"dino"`` (transformers model folder).
+        revision: hub revision to pin (ignored for local folders).
+
+    Raises:
+        ModelNotFoundError: a missing local folder, or a hub model that is not cached and
+            cannot be downloaded (offline, or no network).
     """
-    found = local()
-    if found is not None:
-        return found
-    try:
-        return get(True)
-    except Exception as err:
-        cached_err = err
+    return fetch_all([model_needed(name, kind, revision)])[0]
+
+
+def needed_for(config: PipelineConfig, revision: str | None = None) -> dict[str, Needed]:
+    """Everything ``config`` loads from outside: ``{"dino"|"sd"|"unet_weights": Needed}`` for
+    its DINO model, SD pipeline and U-Net weights file, in that order."""
+    needed: dict[str, Needed] = {}
+    if config.dino is not None:
+        needed["dino"] = model_needed(config.dino.model, "dino", revision)
+    if config.sd is not None:
+        needed["sd"] = model_needed(config.sd.model, "sd", revision)
+        if config.sd.unet_weights:
+            needed["unet_weights"] = weights_needed(config.sd.unet_weights)
+    return needed
+
+
+def fetch_all(needed: Sequence[Needed], preset: str | None = None) -> list[Path]:
+    """The one download ladder: each thing's local path, else the Hugging Face cache, else the
+    Hub; every miss is reported at once.
+
+    The Hub is tried only when ``HF_HUB_OFFLINE`` is unset and one quick request reaches it
+    (:func:`hub_unavailable`), so an unreachable Hub costs no retries and no misleading
+    "downloading" line.
+
+    Args:
+        needed: what to find (:func:`model_needed`, :func:`weights_needed`, :func:`needed_for`).
+        preset: the preset these belong to: when the misses are exactly what it fetches, the
+            error's fix is ``sdcorr download --preset PRESET``.
+
+    Returns:
+        the local path of each, in order.
+
+    Raises:
+        ModelNotFoundError: one line naming every thing that is neither local, nor cached, nor
+            downloadable, where it looked, why, and the one command that fetches them all.
+    """
+    found = [n.local() for n in needed]
+    misses = []
+    for i, n in enumerate(needed):
+        if found[i] is None:
+            try:
+                found[i] = n.get(True)
+            except Exception:  # not cached (or an incomplete snapshot): the Hub may complete it
+                misses.append(i)
+    why: dict[int, str] = {}
+    offline = hub_unavailable() if misses else None
+    for i in misses:
+        if offline:
+            why[i] = offline
+            continue
+        log.info("downloading %s into %s", needed[i].label, cache_dir())
+        try:
+            found[i] = needed[i].get(False)
+        except SdcorrError:  # a downloaded folder that is not what it should be
+            raise
+        except Exception as err:
+            why[i] = _reason(err)
+    if why:
+        raise missing_error([(needed[i], why[i]) for i in sorted(why)], preset)
+    return [path for path in found if path is not None]
+
+
+def hub_unavailable() -> str | None:
+    """Why the Hub cannot be asked now (``HF_HUB_OFFLINE``, or one quick request to
+    ``HF_ENDPOINT`` finds no server), or ``None`` when it can."""
+    from huggingface_hub import constants
+
     if is_offline():
-        raise not_found("HF_HUB_OFFLINE is set") from cached_err
-    log.info("downloading %s into %s", what, cache_dir())
+        return "HF_HUB_OFFLINE is set"
+    if not hub_reachable():
+        return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached"
+    return None
+
+
+def hub_reachable() -> bool:
+    """Whether one request to the Hub's endpoint gets an HTTP answer other than a server error
+    (5xx), with no retries (huggingface_hub retries a file lookup five times with back-off)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
     try:
-        return get(False)
-    except Exception as err:
-        raise not_found(_reason(err)) from err
+        answer = get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception:  # connection refused, DNS failure, timeout, not an HTTP server
+        return False
+    return answer.status_code < 500
 
 
 def _snapshot(repo: str, kind: Kind, revision: str | None, local_only: bool) -> Path:
@@ -199,12 +305,43 @@ def _reason(err: Exception) -> str:
     return f"download failed: {type(err).__name__}"
 
 
-def _not_found(repo: str, kind: Kind, reason: str) -> ModelNotFoundError:
+def missing_error(missing: Sequence[tuple[Needed, str]], preset: str | None) -> ModelNotFoundError:
+    """One line naming each missing thing, where it looked and why, and the one command that
+    fetches them all (``sdcorr download --preset P`` when they are what preset ``P`` fetches,
+    else ``sdcorr download --no-preset`` with each of them)."""
+    cache = cache_dir()
+    reasons = {why for _, why in missing}
+    same = reasons.pop() if len(reasons) == 1 else None
+    looked = [
+        f"{n.label} (looked in {cache / _repo_folder(n.repo)}{'' if same else '; ' + why})"
+        for n, why in missing
+    ]
+    own = {n.fetch for n in needed_for(get_preset(preset)).values()} if preset in PRESETS else set()
+    if {n.fetch for n, _ in missing} == own:  # exactly what the preset fetches
+        command = f"sdcorr download --preset {preset}"
+    else:
+        command = " ".join(["sdcorr download --no-preset", *(n.fetch for n, _ in missing)])
+    fixes = _and([n.instead for n, _ in missing])
+    if len(missing) == 1:
+        head = f"{looked[0]} is not in the Hugging Face cache"
+        return ModelNotFoundError(
+            f"{head}{' and ' + same if same else ''}; fetch it once with `{command}` where the"
+            f" Hub is reachable, or pass {fixes}"
+        )
+    head = f"{len(missing)} models are not in the Hugging Face cache"
     return ModelNotFoundError(
-        f"model '{repo}' is not in the Hugging Face cache ({cache_dir()}) and {reason}; "
-        f"fetch it once with `sdcorr download --model {repo}` where the Hub is reachable, "
-        f"or pass a local folder with {FLAG[kind]} PATH"
+        f"{head}{' and ' + same if same else ''}: {_and(looked)}; fetch them all once with"
+        f" `{command}` where the Hub is reachable, or pass {fixes}"
     )
+
+
+def _repo_folder(repo: str) -> str:
+    """The cache folder of hub model ``repo`` (huggingface_hub's layout)."""
+    return "models--" + repo.replace("/", "--")
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def preset_models(preset: str) -> dict[Kind, str]:
@@ -220,14 +357,20 @@ def preset_models(preset: str) -> dict[Kind, str]:
 
 def download(
     preset: str | None = "sd-dino",
-    models: dict[Kind, str] | None = None,
+    models: Sequence[tuple[Kind, str]] = (),
+    unet_weights: str | None = None,
     revision: str | None = None,
-) -> dict[Kind, Path]:
-    """Fetch the models of ``preset`` (and/or explicit ``models``) into the HF cache.
+) -> dict[str, Path]:
+    """Fetch the models of ``preset`` (its U-Net weights file too, e.g. ``cleandift``'s), the
+    extra ``(kind, name)`` ``models`` and ``unet_weights`` into the HF cache; a failure names
+    every thing that could not be fetched at once.
 
     Returns:
-        ``{kind: local folder}`` for each model.
+        ``{"dino"|"sd"|"unet_weights"|"<kind>:<name>": local path}`` for each.
     """
-    todo: dict[Kind, str] = dict(preset_models(preset)) if preset else {}
-    todo.update(models or {})
-    return {kind: resolve_model(name, kind, revision) for kind, name in todo.items()}
+    named = list(needed_for(get_preset(preset), revision).items()) if preset else []
+    named += [(f"{kind}:{name}", model_needed(name, kind, revision)) for kind, name in models]
+    if unet_weights:
+        named.append(("unet_weights", weights_needed(unet_weights)))
+    paths = fetch_all([n for _, n in named], preset)
+    return {key: path for (key, _), path in zip(named, paths, strict=True)}

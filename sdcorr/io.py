@@ -1,4 +1,6 @@
-"""Output helpers: atomic writes (temp name, then rename) so a failure leaves nothing partial."""
+"""Output helpers: atomic writes (temp name, then rename) so a failure leaves nothing partial;
+output folders created with a one-line error, and removed again by a run that fails before it
+wrote into them (:func:`output_dirs`)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,40 @@ def make_output_dir(path: str | Path, option: str) -> bool:
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: the folder is not writable")
     return not existed
+
+
+@contextlib.contextmanager
+def output_dirs(dirs: dict[str, str | Path | None]) -> Iterator[None]:
+    """Create each folder of ``{option: folder}`` (``None``: skipped) for the block; when the
+    block (or creating a later folder) fails, remove the folders created here, parents included,
+    that are still empty, so a failed start leaves nothing behind (:func:`make_output_dir` names
+    the option whose folder cannot be created)."""
+    created: list[tuple[Path, Path]] = []  # (folder, its topmost parent created here)
+    try:
+        for option, folder in dirs.items():
+            if folder is None:
+                continue
+            path = Path(folder).absolute()
+            top = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+            make_output_dir(path, option)
+            if top is not None:
+                created.append((path, top))
+        yield
+    except BaseException:
+        for path, top in reversed(created):
+            _remove_empty(path, top)
+        raise
+
+
+def _remove_empty(path: Path, top: Path) -> None:
+    """``rmdir`` ``path`` and its parents up to ``top`` while they are empty."""
+    for folder in [path, *path.parents]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
 
 
 @contextlib.contextmanager

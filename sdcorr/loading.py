@@ -1,20 +1,23 @@
 """Loading the feature extractors of a resolved :class:`~sdcorr.config.PipelineConfig`.
 
-Every model the config names is resolved (local folder, Hugging Face cache, download) before any
-is loaded, so a missing model fails in seconds with one line, not after minutes of loading.
+Everything the config names (models, U-Net weights file) is located (local folder, Hugging Face
+cache, download) and checked before any model is loaded (:func:`locate_models`), so a missing or
+broken one fails in seconds with one line, not after minutes of loading, and every missing one
+is named at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import PipelineConfig
 from .device import resolve_device, resolve_dtype
-from .hub import resolve_model
+from .hub import fetch_all, needed_for
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,18 @@ class Extractors:
     dtype: torch.dtype
 
 
+def locate_models(config: PipelineConfig) -> list[Path]:
+    """The local path of every model and weights file ``config`` loads (fetched if need be),
+    each checked as far as it can be without loading it (:mod:`sdcorr.modelfolder`).
+
+    Raises:
+        ModelNotFoundError: one line naming every missing one, where it looked, and the one
+            command that fetches them all.
+        ModelLoadError, ConfigError: a broken model folder or weights file (one line).
+    """
+    return fetch_all(list(needed_for(config).values()), config.name)
+
+
 def load_extractors(
     config: PipelineConfig,
     device: str | torch.device = "auto",
@@ -51,9 +66,7 @@ def load_extractors(
     from .features.sd import SDFeatureExtractor
 
     cfg = config
-    for kind, branch in (("dino", cfg.dino), ("sd", cfg.sd)):
-        if branch is not None:
-            resolve_model(branch.model, kind)  # fail on a missing model before loading any
+    locate_models(cfg)  # fail on a missing or broken model before loading any
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     note = progress or (lambda _msg: None)

@@ -7,7 +7,9 @@ caller) states what it was asked as :class:`ModelOptions` and :class:`RunOptions
 A preset's own settings (``geoaware``'s soft-argmax and flip alignment, ``cleandift``'s U-Net)
 hold unless an option changes them (``None`` keeps a setting). The checks here need no command
 line; their one-line :class:`~sdcorr.errors.ConfigError` names the option as the command line
-spells it (:data:`FLAGS`).
+spells it (:data:`FLAGS`). An option for a branch the preset does not have is never ignored in
+silence: ``--unet-weights`` and ``--no-noise`` (which change what the SD branch computes) are
+refused, the other SD or DINO options draw a warning (:func:`check_branches`).
 
 Example:
     >>> r = resolve(ModelOptions(preset="geoaware", soft_argmax=False, sd_tile=0))
@@ -17,13 +19,24 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from .config import DEFAULT_GRID, DINO_PATCHES, SD_STRIDES, PipelineConfig, get_preset, with_models
+from .config import (
+    DEFAULT_GRID,
+    DINO_PATCHES,
+    PRESETS,
+    SD_STRIDES,
+    PipelineConfig,
+    get_preset,
+    with_models,
+)
 from .device import resolve_device, resolve_dtype
 from .errors import ConfigError, ImageLoadError
+
+log = logging.getLogger("sdcorr")
 
 #: How the command line spells each option (error messages name options this way).
 FLAGS = {
@@ -33,6 +46,10 @@ FLAGS = {
     "mutual": "--mutual", "soft_argmax": "--soft-argmax", "flip_align": "--flip-align",
     "device": "--device", "dtype": "--dtype", "attention": "--attention",
 }  # fmt: skip
+# the options of each branch (a preset without that branch cannot use them)
+SD_OPTIONS = ("unet_weights", "noise", "sd_model", "sd_frame", "sd_tile", "seed")
+DINO_OPTIONS = ("dino_model", "dino_frame")
+REFUSED = ("unet_weights", "noise")  # they change what the SD branch computes: never ignored
 ATTENTIONS = ("sdpa", "xformers")
 MASKS = ("auto",)  # the mask every entry point accepts; sdcorr match also takes a PNG file
 
@@ -117,7 +134,13 @@ def resolve(model: ModelOptions, run: RunOptions | None = None) -> Resolved:
     """
     run = run or RunOptions()
     check_values(model)
-    cfg = check_frames(apply(get_preset(model.preset), model))
+    preset = get_preset(model.preset)
+    check_branches(preset, model)
+    if model.unet_weights is not None:
+        from .features.unet_weights import check_spec
+
+        check_spec(model.unet_weights)
+    cfg = check_frames(apply(preset, model))
     if run.attention not in ATTENTIONS:
         raise ConfigError(f"{FLAGS['attention']} must be one of {', '.join(ATTENTIONS)}")
     device = resolve_device(run.device)
@@ -143,6 +166,41 @@ def check_values(opts: ModelOptions) -> None:
             f"{FLAGS['dino_frame']} must be positive and a multiple of a DINO patch ({patches}:"
             f" DINOv2, DINOv3), got {frame}"
         )
+
+
+def check_branches(preset: PipelineConfig, opts: ModelOptions) -> None:
+    """Refuse ``--unet-weights``/``--no-noise`` for a preset without Stable Diffusion (one
+    line); warn about any other SD or DINO option given for a preset without that branch."""
+    unused = [name for name in _unused(preset, opts) if name not in REFUSED]
+    refused = [name for name in _unused(preset, opts) if name in REFUSED]
+    if refused:
+        flags = " and ".join(FLAGS[name] for name in refused)
+        raise ConfigError(
+            f"{flags}: preset '{preset.name}' has no Stable Diffusion branch to apply"
+            f" {'them' if len(refused) > 1 else 'it'} to; choose a preset with SD"
+            f" ({', '.join(n for n, c in PRESETS.items() if c.sd is not None)})"
+        )
+    for name in unused:
+        branch = "Stable Diffusion" if name in SD_OPTIONS else "DINO"
+        log.warning(
+            "warning: %s is not used: preset '%s' has no %s branch", FLAGS[name], preset.name,
+            branch,
+        )  # fmt: skip
+
+
+def for_preset(opts: ModelOptions, preset: str) -> ModelOptions:
+    """``opts`` for another ``preset``, without the options of branches that preset lacks
+    (the demo page's preset switch: the command line's options apply where they can)."""
+    opts = replace(opts, preset=preset)
+    return replace(opts, **dict.fromkeys(_unused(get_preset(preset), opts)))
+
+
+def _unused(preset: PipelineConfig, opts: ModelOptions) -> list[str]:
+    """The options set in ``opts`` whose branch ``preset`` does not have."""
+    names = (SD_OPTIONS if preset.sd is None else ()) + (
+        DINO_OPTIONS if preset.dino is None else ()
+    )
+    return [name for name in names if getattr(opts, name) is not None]
 
 
 def apply(cfg: PipelineConfig, opts: ModelOptions) -> PipelineConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -53,11 +54,15 @@ def test_pairs_extract_each_image_once_and_equal_single_runs(
                "--flow", "flow.npz", "--pca", "pca.png", *common])  # fmt: skip
     assert rc == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("3 pairs, 3 images extracted, 9 files written to ")
+    assert summary.startswith("3 pairs: 3 done, 0 skipped, 0 failed; 3 images extracted; 9 files "
+                              f"written to {out}; ")  # fmt: skip
     names = ["astro-grace", "grace-dog one", "dog one-astro"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{n}{suffix}" for n in names for suffix in (".json", "-flow.npz", "-pca.png")]
+        + ["config.json", "matches.jsonl", "timing.json"]
     )
+    table = [json.loads(line) for line in (out / "matches.jsonl").read_text().splitlines()]
+    assert [(r["pair"], r["line"]) for r in table] == list(zip(names, (2, 4, 5), strict=True))
     imgs = pairs_file.parent / "imgs"
     for name, (a, b) in zip(
         names, [("astro", "grace"), ("grace", "dog one"), ("dog one", "astro")], strict=True
@@ -67,6 +72,9 @@ def test_pairs_extract_each_image_once_and_equal_single_runs(
         assert main(["-q", "match", *args, *common]) == 0
         batch = json.loads((out / f"{name}.json").read_text())
         assert batch == json.loads(single.read_text())
+        record = next(r for r in table if r["pair"] == name)
+        assert {**record, "config": batch["config"]} == {"pair": name, "line": record["line"],
+                                                           **batch}  # fmt: skip
     with np.load(out / "astro-grace-flow.npz") as z:
         assert z["flow"].shape == (600, 512, 2)
     assert Image.open(out / "grace-dog one-pca.png").size == (512 + 500, 600)
@@ -118,6 +126,7 @@ def test_points_off_one_pairs_image_names_its_line(pairs_file, tmp_path, capsys)
         (["match", "--pairs", "p.txt"], "--pairs needs --out-dir"),
         (["match", "--pairs", "p.txt", "--out-dir", "o", "--flow", "f.npy"], "--flow must end in"),
         (["match", "--pairs", "p.txt", "--out-dir", "o", "--pca", "p.jpg"], "--pca must end in"),
+        (["match", A, B, "--json", "m.json", "--resume"], "--resume continues a --pairs run"),
     ],
 )
 def test_output_option_errors(argv, message, tmp_path, capsys, monkeypatch) -> None:
@@ -195,7 +204,8 @@ def test_pairs_with_flip_and_auto_masks_extract_each_image_and_mirror_once(
     want += [np.asarray(mirror_image(im)).tobytes() for im in imgs]  # every image is an A once
     assert sorted(counter.images) == sorted(want)  # each image once, each mirror once
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("3 pairs, 3 images and 3 mirrors extracted, 6 files written to ")
+    assert summary.startswith("3 pairs: 3 done, 0 skipped, 0 failed; 3 images and 3 mirrors "
+                              "extracted; 6 files written to ")  # fmt: skip
     for name in ("astro-grace", "grace-dog one", "dog one-astro"):
         assert json.loads((out / f"{name}.json").read_text())["config"]["match"]["flip_align"]
 
@@ -225,3 +235,108 @@ def test_single_run_builds_pair_masks_and_flip_decision_once(tiny_models, tmp_pa
                *SMALL, *_models(tiny_models)])  # fmt: skip
     assert rc == 0
     assert calls == {"fuse": 2, "decide": 1, "mask": 3}
+
+
+# ---------------------------------------------------------------------------- issue 19
+def _no_models(monkeypatch) -> None:
+    def no_models(*_args, **_kwargs):
+        raise AssertionError("models must not load")
+
+    monkeypatch.setattr("sdcorr.pipeline.SDDino.from_pretrained", no_models)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--plot", "v.png", "--pca", "v.png"], "--plot and --pca name the same file: v.png"),
+        (["--out", "s.png", "--plot", "s.png"], "--out and --plot name the same file: s.png"),
+        (["--out", "a/s.png", "--plot", "b/s.png"], "--out and --plot name the same file: s.png"),
+    ],
+)
+def test_pairs_refuse_two_outputs_of_one_file_name_before_models_load(
+    pairs_file, tmp_path, capsys, monkeypatch, options, message
+) -> None:
+    """Per-pair files are named ``<pair>-<file name>``: two options with one file name would
+    overwrite each other, so they are refused as a single pair refuses them."""
+    _no_models(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["match", "--pairs", str(pairs_file), "--out-dir", str(out), *options]) == 2
+    assert message in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_pair_names_never_collide(tiny_models, tmp_path, capsys) -> None:
+    """Two pairs whose files would land on one name get distinct names, whichever way the
+    names meet: the same stems (``x b`` and ``c/x b``, where the ``-line3`` suffix is already
+    taken by a pair of its own) or a pair's name meeting another pair's option file."""
+    imgs = tmp_path / "in"
+    (imgs / "c").mkdir(parents=True)
+    for src, name in ((A, "x.jpg"), (DOG, "c/x.jpg"), (B, "b.jpg"), (DOG, "b-line3.jpg"),
+                      (A, "b-p.jpg")):  # fmt: skip
+        shutil.copy(src, imgs / name)
+    pairs = imgs / "pairs.txt"
+    pairs.write_text("x.jpg b-line3.jpg\nx.jpg b.jpg\nc/x.jpg b.jpg\nx.jpg b-p.jpg\n")
+    out = tmp_path / "out"
+    rc = main(["-q", "match", "--pairs", str(pairs), "--out-dir", str(out), "--plot", "p.json",
+               "--preset", "dino", *SMALL, *_models(tiny_models)])  # fmt: skip
+    assert rc == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    # three distinct contents (the cache keys images by content)
+    assert summary.startswith("4 pairs: 4 done, 0 skipped, 0 failed; 3 images extracted; 8 files")
+    run_files = {"config.json", "matches.jsonl", "timing.json"}
+    assert len([p for p in out.iterdir() if p.name not in run_files]) == 8  # the count is true
+    names = {
+        r["pair"]: r for r in map(json.loads, (out / "matches.jsonl").read_text().splitlines())
+    }
+    assert list(names) == ["x-b-line3", "x-b", "x-b-line3-2", "x-b-p-line4"]
+    for name, rec in names.items():  # each pair's files hold that pair
+        assert json.loads((out / f"{name}.json").read_text())["image_a"] == rec["image_a"]
+        assert (out / f"{name}-p.json").stat().st_size > 0
+    assert names["x-b-line3-2"]["image_a"].endswith("c/x.jpg")
+
+
+@pytest.mark.parametrize("option", ["--out-dir", "--cache-dir"])
+@pytest.mark.parametrize("where", ["/proc", "a file", "read-only"])
+def test_folders_that_cannot_be_created_are_one_line_before_models_load(
+    pairs_file, tmp_path, capsys, monkeypatch, option, where
+) -> None:
+    if where == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder")
+    _no_models(monkeypatch)
+    blocked = {"/proc": Path("/proc/sdcorr-test-no-such-folder/d")}.get(where, tmp_path / "f" / "d")
+    if where == "a file":
+        (tmp_path / "f").write_text("not a folder")
+    elif where == "read-only":
+        (tmp_path / "f").mkdir(mode=0o555)
+    out = tmp_path / "new" / "out"  # created by the run, then removed with its parent
+    folders = {"--out-dir": str(blocked), "--cache-dir": None} | {option: str(blocked)}
+    if option == "--cache-dir":
+        folders["--out-dir"] = str(out)
+    argv = ["match", "--pairs", str(pairs_file), "--out-dir", folders["--out-dir"]]
+    argv += ["--cache-dir", folders["--cache-dir"]] if folders["--cache-dir"] else []
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    assert f"{option} {blocked}" in _one_error_line(capsys)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing left behind
+
+
+def test_single_pair_cache_dir_serves_the_next_run(tiny_models, tmp_path, monkeypatch) -> None:
+    from sdcorr.pipeline import SDDino
+
+    calls = []
+    extract = SDDino.extract
+    monkeypatch.setattr(SDDino, "extract", lambda pipe, images, *a, **k: calls.append(len(images))
+                        or extract(pipe, images, *a, **k))  # fmt: skip
+    argv = ["-q", "match", A, B, "--preset", "dino", "--cache-dir", str(tmp_path / "features"),
+            *SMALL, *_models(tiny_models)]  # fmt: skip
+    assert main([*argv, "--json", str(tmp_path / "1.json")]) == 0
+    assert calls == [1, 1] and len(list((tmp_path / "features").rglob("*.safetensors"))) == 2
+    assert main([*argv, "--json", str(tmp_path / "2.json")]) == 0
+    assert calls == [1, 1]  # the second run read both images from the folder
+    assert (tmp_path / "1.json").read_text() == (tmp_path / "2.json").read_text()

@@ -80,6 +80,7 @@ def test_download_failures_are_told_apart_by_error_type(make, reason, tmp_path,
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setattr(hub, "cache_dir", lambda: tmp_path)
 
     def snapshot(repo, kind, revision, local_only):
@@ -88,7 +89,8 @@ def test_download_failures_are_told_apart_by_error_type(make, reason, tmp_path,
     monkeypatch.setattr(hub, "_snapshot", snapshot)
     with pytest.raises(ModelNotFoundError, match=reason) as err:
         hub.resolve_model("org/model", "dino")
-    assert "\n" not in str(err.value) and "sdcorr download --model org/model" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "sdcorr download --no-preset --model org/model" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,7 @@ def test_unet_weight_files_climb_the_same_ladder(make, reason, tmp_path, monkeyp
     from sdcorr.features.unet_weights import resolve_weights
 
     monkeypatch.setattr(hub, "is_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setattr(hub, "cache_dir", lambda: tmp_path)
     asked: list[bool] = []
 

@@ -23,7 +23,7 @@ COMMANDS = {
 MODEL_FLAGS = [
     [],
     ["--preset", "geoaware", "--sd-frame", "256", "--sd-tile", "0", "--dino-frame", "224"],
-    ["--preset", "cleandift", "--unet-weights", "w.safetensors", "--dtype", "bf16"],
+    ["--preset", "cleandift", "--unet-weights", "org/unet:w.safetensors", "--dtype", "bf16"],
     ["--no-noise", "--sd-model", "sd-folder", "--dino-model", "dino-folder", "--sd-tile", "128",
      "--sd-frame", "128"],
 ]  # fmt: skip

@@ -113,11 +113,11 @@ def test_cli_options_reach_the_config() -> None:
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = p.parse_args(["a.jpg", "b.jpg", "--unet-weights", "w.safetensors", "--no-noise",
+    args = p.parse_args(["a.jpg", "b.jpg", "--unet-weights", "org/unet:w.safetensors", "--no-noise",
                          "--flip-align", "--mask-a", "auto", "--mask-b", "auto"])  # fmt: skip
     r = resolve_args(args)
     cfg = r.config
-    assert cfg.sd.unet_weights == "w.safetensors" and not cfg.sd.noise
+    assert cfg.sd.unet_weights == "org/unet:w.safetensors" and not cfg.sd.noise
     assert cfg.match.flip_align and r.run.masks == ("auto", "auto")
     q = argparse.ArgumentParser()
     add_model_options(q)

@@ -13,24 +13,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="sd-dino", choices=list(PRESETS), help="whose models")
     p.add_argument("--model", action="append", default=[], metavar="ID",
                    help="a hub id or alias to fetch as well (repeatable); its kind is guessed "
-                   "from the name (dinov2 → DINOv2, else Stable Diffusion)")  # fmt: skip
+                   "from the name (dinov2/dinov3 → DINO, else Stable Diffusion)")  # fmt: skip
+    p.add_argument("--unet-weights", default=None, metavar="REPO:FILE",
+                   help="a U-Net weights file on the Hub to fetch as well (as match's "
+                        "--unet-weights)")  # fmt: skip
     p.add_argument("--no-preset", action="store_true", help="fetch only the --model ids")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import get_preset
-    from ..features.unet_weights import resolve_weights
-    from ..hub import canonical_id, download, resolve_model
+    from ..hub import canonical_id, download
 
     preset = None if args.no_preset else args.preset
-    done = download(preset, revision=args.revision)
-    sd = get_preset(preset).sd if preset else None
-    if sd is not None and sd.unet_weights:  # e.g. cleandift: CleanDIFT's U-Net file as well
-        done["unet_weights"] = resolve_weights(sd.unet_weights)
-    for name in args.model:
-        kind = "dino" if "dinov2" in canonical_id(name).lower() else "sd"
-        done[f"{kind}:{name}"] = resolve_model(name, kind, args.revision)
+    models = [("dino" if "dino" in canonical_id(m).lower() else "sd", m) for m in args.model]
+    done = download(preset, models, args.unet_weights, args.revision)  # misses named at once
     for kind, path in done.items():
         print(f"{kind}\t{path}")
     return 0

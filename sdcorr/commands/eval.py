@@ -25,12 +25,13 @@ from ..distributed import close_distributed
 from ..errors import ConfigError
 from ..eval.common import Selection
 from ..eval.datasets import DATASETS
-from ..eval.outdir import check_out_dir, normalise_path
 from ..eval.pairs import PROMPT_STYLES, default_prompt, with_prompt_names
 from ..eval.pck import THRESHOLDS
 from ..eval.protocol import Protocol, resolve_protocol
 from ..eval.runner import ModelPredictor, counters, evaluate, join_group, load_predictions
+from ..io import output_dirs
 from ..options import Resolved
+from ..outdir import check_out_dir, normalise_path
 from .options import add_match_options, add_model_options, load_pipeline, resolve_args
 
 HELP = "PCK evaluation on SPair-71k, PF-Pascal, PF-Willow, AP-10K or TSS (or of saved predictions)"
@@ -124,23 +125,27 @@ def model_predictor(
 def run(args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say; return the exit status.
 
-    Order: options, dataset (every file and row), predictions file, output folder (resume
-    check): all before any model loads, so every user error costs seconds.
+    Order: options, dataset (every file and row), predictions file, ``--cache-dir`` and
+    ``--out`` (created, or the earlier run's settings compared), the models (every missing one
+    named at once, :func:`sdcorr.loading.locate_models`): all before any model loads, so every
+    user error costs seconds. A run that fails before it wrote anything removes the folders it
+    created.
     """
     protocol, resolved = check_options(args)
     info = join_group()
     pairs = with_prompt_names(protocol.load_pairs(args.root), args.prompt)
     config = run_config(args, protocol, len(pairs), resolved)
     preds = load_predictions(args.predictions, pairs) if args.predictions else None
-    check_out_dir(args.out, config)
-    stats = None
-    if preds is not None:
-        predict = preds
-    else:  # TSS: dense flow; flip-aligned presets: GeoAware-SC's left/right renaming
-        assert resolved is not None
-        predict = protocol.predictor(model_predictor(args, resolved, info.local_rank))
-        stats = lambda: counters(predict)  # noqa: E731
-    evaluate(pairs, predict, args.out, config, protocol, args.quiet, stats)
+    cache_dir = args.cache_dir if resolved is not None else None
+    with output_dirs((cache_dir, "--cache-dir"), (args.out, "--out")):
+        check_out_dir(args.out, config)
+        stats = None
+        if preds is not None:
+            predict = preds
+        else:  # TSS: dense flow; flip-aligned presets: GeoAware-SC's left/right renaming
+            predict = protocol.predictor(model_predictor(args, resolved, info.local_rank))
+            stats = lambda: counters(predict)  # noqa: E731
+        evaluate(pairs, predict, args.out, config, protocol, args.quiet, stats)
     return 0
 
 

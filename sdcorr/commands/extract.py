@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import OutputError
+from ..io import output_dirs
 from ..options import check_fits
 from .common import Outputs
 from .options import add_model_options, load_pipeline, resolve_args
@@ -67,12 +68,11 @@ def run(args: argparse.Namespace) -> int:
     images = [load_image(p) for p in args.images]  # fail before loading models
     for path, img in zip(args.images, images, strict=True):
         check_fits(resolved.config, img.size, f"image {path}")
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(resolved, cache_size=0)  # each image once: nothing to keep
-    meta_cfg = json.dumps(to_dict(pipe.config))
-    prompt = pipe.sd.prompt_for(args.category) if pipe.sd is not None else None
-    written = []
-    with Outputs() as outputs:
+    with output_dirs((out, "--out")), Outputs() as outputs:  # a failed start leaves no folder
+        pipe = load_pipeline(resolved, cache_size=0)  # each image once: nothing to keep
+        meta_cfg = json.dumps(to_dict(pipe.config))
+        prompt = pipe.sd.prompt_for(args.category) if pipe.sd is not None else None
+        written = []
         todo = list(zip(args.images, images, names, strict=True))
         for path, img, name in tqdm(todo, desc="extract", disable=args.quiet or None):
             feats = pipe.extract([img], args.category)[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import OutputError
 from ..image import Geometry, load_image
-from ..io import check_writable
+from ..io import check_writable, output_dirs
 from ..options import Resolved, check_fits
 from . import batch, pair_steps
 from .common import Outputs, check_distinct, stage
@@ -64,7 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pca", default=None, help="write A | B in joint PCA colours of the features (PNG)"
     )
     p.add_argument("--pairs", default=None, help="file of 'A B' lines (paths relative to it)")
-    p.add_argument("--out-dir", default=None, help="with --pairs: folder of each pair's outputs")
+    p.add_argument("--out-dir", default=None,
+                   help="with --pairs: folder of matches.jsonl and each pair's files")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="with --pairs: continue the unfinished run in --out-dir (a rerun with "
+                        "the same settings does so anyway; this also insists there is one)")  # fmt: skip
+    p.add_argument("--cache-dir", default=None,
+                   help="folder of an on-disk per-image feature cache, kept for later runs")  # fmt: skip
     add_match_options(p, mask_files=True)
     add_model_options(p)
 
@@ -86,15 +92,18 @@ def run(args: argparse.Namespace) -> int:
         return batch.run(args)
     if not (args.image_a and args.image_b) or args.out_dir:
         raise OutputError("give two images A B (or --pairs FILE --out-dir DIR)")
+    if args.resume:
+        raise OutputError("--resume continues a --pairs run; give --pairs FILE --out-dir DIR")
     job = validate(args)
     timings: dict[str, float] = {}
     draw, dense = drawing(args), bool(job.targets.out or job.targets.flow)
     with (
+        output_dirs({"--cache-dir": args.cache_dir}),
         Outputs() as outputs,
         tqdm(total=4, desc="sdcorr match", disable=args.quiet or None) as bar,
     ):
         with stage("load models", timings):
-            pipe = load_pipeline(job.resolved)
+            pipe = load_pipeline(job.resolved, cache_dir=args.cache_dir)
             bar.update()
         with stage("features", timings):
             pair = pair_steps.build(pipe, job.inputs)

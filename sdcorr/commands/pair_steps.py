@@ -231,7 +231,14 @@ def _write_flow_pca(
 
 
 def _record(m: Matches, inputs: PairInputs, config: Any) -> dict[str, Any]:
-    """The JSON of a pair's matches, with the sizes, category and the resolved config."""
+    """The JSON of a pair's matches: :func:`record` and the resolved config."""
+    return {**record(m, inputs), "config": to_dict(config)}
+
+
+def record(m: Matches, inputs: PairInputs) -> dict[str, Any]:
+    """A pair's matches as JSON-ready fields: the image paths and sizes ``(W, H)``, the
+    category, ``points_a``/``points_b`` ``(K, 2)`` ``(x, y)``, ``scores (K,)``, ``mutual (K,)``
+    and ``flipped``."""
     return {
         "image_a": inputs.name_a,
         "image_b": inputs.name_b,
@@ -239,5 +246,4 @@ def _record(m: Matches, inputs: PairInputs, config: Any) -> dict[str, Any]:
         "size_b": list(inputs.img_b.size),
         "category": inputs.category,
         **m.to_dict(),
-        "config": to_dict(config),
     }

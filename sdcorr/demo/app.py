@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ import gradio as gr  # the page's event signatures (gr.SelectData, gr.Progress) 
 from ..config import PRESETS
 from ..errors import SdcorrError
 from .session import DemoSession
+
+log = logging.getLogger("sdcorr")
 
 #: Bundled example images (a source checkout's examples/images); absent in a wheel install.
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
@@ -104,8 +107,9 @@ def _handlers(session: DemoSession) -> dict[str, Any]:
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except SdcorrError as err:  # user errors: one line on the page, no traceback
-                raise gr.Error(str(err)) from None
+            except SdcorrError as err:  # user errors: one line on the page (or to the
+                log.info("refused: %s", err)  # client) and in the log, no traceback
+                raise gr.Error(str(err), print_exception=False) from None
 
         return run
 
@@ -130,7 +134,7 @@ def _handlers(session: DemoSession) -> dict[str, Any]:
         return str(session.swap_gif(a, b, out, preset, category))
 
     def api_match(image_a: str, image_b: str, x: float, y: float) -> dict[str, float]:
-        return session.match(image_a, image_b, float(x), float(y))
+        return session.match(image_a, image_b, x, y)  # checks x and y (null, text: one line)
 
     return {"prepare": _wrap(prepare), "click": _wrap(click), "swap": _wrap(swap),
             "match": _wrap(api_match)}  # fmt: skip

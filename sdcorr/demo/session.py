@@ -11,7 +11,9 @@ further click only matches.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import viz
-from ..errors import ConfigError, SdcorrError
+from ..errors import ConfigError, ImageLoadError, PointsError, SdcorrError
 from ..flip import mirror_points
 from ..image import load_image
 from ..match.sparse import point_similarity
@@ -133,11 +135,17 @@ class DemoSession:
         """The match in B of A's pixel ``(x, y)``: ``{"x", "y", "score"}`` in B's pixels.
 
         Equals ``sdcorr match A B --points`` for that point with the same models and options.
+
+        Raises:
+            ImageLoadError, PointsError: an image missing, a coordinate that is not a finite
+                number (e.g. ``null`` sent to ``/match``) or outside A (one line).
         """
+        if not path_a or not path_b:
+            raise ImageLoadError("give both images, A and B")
+        point = [coordinate("x", x), coordinate("y", y)]
         with self._lock:
             pipe = self.pipeline(preset)
-            m = pipe.match_points(path_a, path_b, [[float(x), float(y)]], self._cat(category),
-                                  *self.masks)  # fmt: skip
+            m = pipe.match_points(path_a, path_b, [point], self._cat(category), *self.masks)
         (bx, by), score = m.points_b[0].tolist(), float(m.scores[0])
         return {"x": bx, "y": by, "score": score}
 
@@ -208,6 +216,20 @@ class DemoSession:
         if cfg.dino is not None:
             parts.append(f"DINOv2 `{cfg.dino.model}`")
         return " · ".join(parts)
+
+
+def coordinate(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number (not a bool, a string or ``None``), else a
+    one-line :class:`PointsError` naming ``name`` and what came instead."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            shown = json.dumps(value)
+        except (TypeError, ValueError):
+            shown = type(value).__name__
+        raise PointsError(f"{name} must be a number (a pixel coordinate in A), got {shown}")
+    if not math.isfinite(value):
+        raise PointsError(f"{name} must be a finite number, got {value}")
+    return float(value)
 
 
 def _rgb(path: str | Path) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
+from ..outdir import normalise_path
 from .common import Selection, read_selected
 from .datasets import DatasetSpec, get_dataset
-from .outdir import normalise_path
 from .pairs import Pair
 from .pck import Scoring, alpha_key, is_complete, keypoint_hits, summarize
 

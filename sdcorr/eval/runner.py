@@ -2,71 +2,56 @@
 
 * Pairs are grouped by source image (the official order already is) so the pipeline's per-image
   feature cache (:mod:`sdcorr.cache`) serves every later pair an image appears in.
-* Each finished pair is one flushed JSONL line (:mod:`sdcorr.eval.results`), scored as the
-  run's :class:`~sdcorr.eval.protocol.Protocol` says; a rerun with the same output folder skips
-  finished pairs, and refuses a folder written with another config (:mod:`sdcorr.eval.outdir`).
-* Under ``torchrun`` each rank takes a disjoint shard of whole source-image groups; rank 0 waits
+* Each finished pair is one flushed JSONL line (:mod:`sdcorr.records`), scored as the run's
+  :class:`~sdcorr.eval.protocol.Protocol` says; a rerun with the same output folder skips
+  finished pairs, and refuses a folder written with another config (:mod:`sdcorr.outdir`).
+* Under ``torchrun`` each rank takes a disjoint shard of source-image groups; rank 0 waits
   for all (a gloo barrier, :mod:`sdcorr.distributed`), merges the shards and writes one
   ``summary.json``. Scores come from the per-pair records sorted by name, so the summary equals
-  a single-process run's bit for bit.
+  a single-process run's bit for bit. The sharded, resumable loop is the core's
+  (:mod:`sdcorr.shards`), shared with ``sdcorr match --pairs``.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..distributed import DistInfo, barrier, init_distributed
+from .. import shards
+from ..distributed import barrier, join_group
 from ..errors import DatasetError, OutputError
 from ..io import write_json
-from .outdir import CONFIG_FILE, SUMMARY_FILE, check_out_dir
+from ..outdir import CONFIG_FILE, check_out_dir
+from ..records import rank_file, read_jsonl, write_merged
 from .pairs import Pair, base_name
 from .pck import headline_table, markdown_table, summarize
 from .protocol import Predictor, Protocol
-from .results import JsonlWriter, rank_file, read_jsonl, read_results, write_merged
 
 log = logging.getLogger("sdcorr")
 
-GROUP_TIMEOUT = datetime.timedelta(hours=24)  # ranks may finish their shards far apart
-
-
-def join_group() -> DistInfo:
-    """This process's rank layout; joins the torchrun group when there is one (gloo: the
-    evaluation exchanges only barriers, even on GPUs)."""
-    return init_distributed(backend="gloo", timeout=GROUP_TIMEOUT)
+PAIRS = "pairs"  # pairs.jsonl, pairs.rank<r>.jsonl
+SUMMARY_FILE = "summary.json"
 
 
 # --------------------------------------------------------------------------- sharding
+def _source(p: Pair) -> tuple[str, str]:
+    return p.category, str(p.src_image)
+
+
 def group_by_image(pairs: Sequence[Pair]) -> list[list[Pair]]:
     """Pairs grouped by ``(category, source image)``, groups in order of first appearance."""
-    groups: dict[tuple[str, str], list[Pair]] = {}
-    for p in pairs:
-        groups.setdefault((p.category, str(p.src_image)), []).append(p)
-    return list(groups.values())
+    return shards.group_by(pairs, _source)
 
 
 def shard(pairs: Sequence[Pair], rank: int, world: int) -> list[Pair]:
-    """This rank's pairs: whole source-image groups, dealt greedily to the least-loaded rank.
-
-    Deterministic, disjoint, and covering: the shards of ranks ``0..world-1`` partition
-    ``pairs``. Each shard keeps the grouped order.
-    """
-    load = [0] * world
-    mine: list[Pair] = []
-    for group in group_by_image(pairs):
-        r = min(range(world), key=lambda i: (load[i], i))
-        load[r] += len(group)
-        if r == rank:
-            mine.extend(group)
-    return mine
+    """This rank's pairs: source-image groups, whole unless larger than an equal share
+    (:func:`sdcorr.shards.shard`)."""
+    return shards.shard(pairs, rank, world, _source)
 
 
 # --------------------------------------------------------------------------- main loop
@@ -99,12 +84,12 @@ def evaluate(
     barrier(info)  # every rank checked the folder before rank 0 writes into it
     if info.main:
         write_json(out / CONFIG_FILE, config)
-    done = set(read_results(out, protocol.is_complete))
-    todo = [p for p in shard(pairs, info.rank, info.world_size) if p.name not in done]
+    todo, skipped = shards.pending(pairs, out, PAIRS, info, lambda p: p.name, _source,
+                                   protocol.is_complete)  # fmt: skip
     log.info("rank %d/%d: %d pairs to do, %d already done", info.rank, info.world_size,
-             len(todo), len(done))  # fmt: skip
-    timing = _run_shard(todo, predict, rank_file(out, info.rank, info.world_size), protocol,
-                        quiet or not info.main, stats, config.get("dtype"))  # fmt: skip
+             len(todo), skipped)  # fmt: skip
+    timing = _run_shard(todo, predict, rank_file(out, PAIRS, info.rank, info.world_size),
+                        protocol, quiet or not info.main, stats, config.get("dtype"))  # fmt: skip
     barrier(info)
     if not info.main:
         return None
@@ -124,15 +109,10 @@ def _run_shard(
     stats: Callable[[], dict[str, int]] | None,
     dtype: str | None,
 ) -> dict[str, Any]:
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="pair", desc="pairs", disable=quiet or None, smoothing=0.1)
-    with JsonlWriter(path) as writer, bar:
-        for pair in todo:
-            writer.write({**protocol.score(pair, predict(pair)), "dtype": dtype})
-            bar.update(1)
-            if stats is not None:
-                bar.set_postfix(stats(), refresh=False)
-    seconds = time.perf_counter() - start
+    def score(pair: Pair) -> dict[str, Any]:
+        return {**protocol.score(pair, predict(pair)), "dtype": dtype}
+
+    seconds = shards.record_each(todo, score, path, "pairs", quiet, stats)
     timing = {"pairs": len(todo), "seconds": round(seconds, 3)}
     timing["pairs_per_s"] = round(len(todo) / seconds, 3) if seconds > 0 and todo else None
     timing.update(stats() if stats is not None else {})
@@ -145,12 +125,10 @@ def finalize(
 ) -> dict[str, Any]:
     """Merge every shard into ``pairs.jsonl`` (official order), write and print the summary:
     ``pck`` (the run's own scoring) and ``by_protocol`` (every scoring of the protocol)."""
-    found = read_results(out, protocol.is_complete)
-    missing = [p.name for p in pairs if p.name not in found]
+    records, missing = shards.collect(out, PAIRS, [p.name for p in pairs], protocol.is_complete)
     if missing:
         raise OutputError(f"{len(missing)} pairs have no result (first: {missing[0]}) in {out}")
-    records = [found[p.name] for p in pairs]
-    write_merged(out, records)
+    write_merged(out, PAIRS, records)
     summary = {
         "config": config,
         "pck": summarize(records, protocol.alphas),

@@ -174,11 +174,13 @@ def test_unet_weights_and_no_noise_reach_the_pipeline_as_in_sdcorr_match(
     from sdcorr.commands.options import resolve_args
 
     out = tmp_path / "a"
-    flags = ["--unet-weights", "w.safetensors", "--no-noise", "--sd-seed", "7"]
+    flags = ["--unet-weights", "org/unet:w.safetensors", "--no-noise", "--sd-seed", "7"]
     assert spair_main(["--root", str(spair_root), "--out", str(out), "--limit", "1", *flags,
                        "-q"]) == 0  # fmt: skip
     sd = _json(out / "config.json")["pipeline"]["sd"]
-    assert sd["unet_weights"] == "w.safetensors" and sd["noise"] is False and sd["seed"] == 7
+    assert (
+        sd["unet_weights"] == "org/unet:w.safetensors" and sd["noise"] is False and sd["seed"] == 7
+    )
     match = build_parser().parse_args(["match", "a", "b", *flags[:3], "--seed", "7"])
     assert loads[0]["config"] == resolve_args(match).config
 

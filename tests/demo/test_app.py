@@ -79,6 +79,20 @@ def test_match_endpoint_equals_cli_points_tiny(tiny_server, tiny_models, tmp_pat
     _check_endpoint(tiny_server, tiny_options(tiny_models), tmp_path)
 
 
+@pytest.mark.slow  # shares the tiny server of the test above
+@pytest.mark.parametrize("x", [None, "abc"])
+def test_match_endpoint_answers_a_non_number_with_one_line(tiny_server, x) -> None:
+    """``x = null`` (or text) sent to ``/match``: the client gets one clear line, not a Python
+    error such as "float() argument must be a string or a real number"."""
+    from gradio_client.exceptions import AppError
+
+    client, handle_file = _client(tiny_server)
+    with pytest.raises(AppError) as err:
+        client.predict(handle_file(str(A)), handle_file(str(B)), x, 10.0, api_name="/match")
+    shown = "null" if x is None else '"abc"'
+    assert str(err.value) == f"x must be a number (a pixel coordinate in A), got {shown}"
+
+
 def _real_options(folder: Path) -> list[str]:
     return ["--preset", "dino", "--dino-model", str(folder), "--device", "cpu"]
 

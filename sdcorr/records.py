@@ -1,9 +1,13 @@
-"""Per-pair result files: append-only JSONL, flushed per pair, tolerant of a killed writer.
+"""Per-item result files: append-only JSONL, flushed per item, tolerant of a killed writer.
 
 A run writes one JSON object per line and flushes after each, so a killed process loses at most
-the pair it was working on; a line cut off mid-write is dropped when the file is reopened.
-Under ``torchrun`` every rank appends to its own ``pairs.rank<r>.jsonl`` and rank 0 merges them
-into ``pairs.jsonl`` at the end.
+the item it was working on; a line cut off mid-write is dropped when the file is reopened.
+Every record names its item under ``"pair"``. The files of a run share a stem (``pairs`` for the
+evaluation, ``matches`` for ``sdcorr match --pairs``): under ``torchrun`` every rank appends to
+its own ``<stem>.rank<r>.jsonl`` and rank 0 merges them into ``<stem>.jsonl`` at the end
+(:mod:`sdcorr.shards` runs that loop). A record with an ``"error"`` field is an item that
+failed: it is not complete (the item is redone by the next run) but it is kept for the merged
+table.
 """
 
 from __future__ import annotations
@@ -14,23 +18,21 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from ..io import atomic_path
+from .io import atomic_path
 
 log = logging.getLogger("sdcorr")
 
-PAIRS_FILE = "pairs.jsonl"
-RANK_GLOB = "pairs.rank*.jsonl"
+
+def rank_file(out_dir: Path, stem: str, rank: int, world: int) -> Path:
+    """The JSONL a rank appends to (``<stem>.jsonl`` in a single-process run)."""
+    return out_dir / (f"{stem}.jsonl" if world == 1 else f"{stem}.rank{rank}.jsonl")
 
 
-def rank_file(out_dir: Path, rank: int, world: int) -> Path:
-    """The JSONL a rank appends to (``pairs.jsonl`` in a single-process run)."""
-    return out_dir / (PAIRS_FILE if world == 1 else f"pairs.rank{rank}.jsonl")
-
-
-def result_files(out_dir: Path) -> list[Path]:
-    """``pairs.jsonl`` and every rank file present in ``out_dir``, in a fixed order."""
-    files = [out_dir / PAIRS_FILE] if (out_dir / PAIRS_FILE).is_file() else []
-    return files + sorted(out_dir.glob(RANK_GLOB))
+def result_files(out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.jsonl`` and every rank file present in ``out_dir``, in a fixed order."""
+    merged = out_dir / f"{stem}.jsonl"
+    files = [merged] if merged.is_file() else []
+    return files + sorted(out_dir.glob(f"{stem}.rank*.jsonl"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -51,22 +53,34 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_results(
-    out_dir: Path, complete: Callable[[dict[str, Any]], bool]
+    out_dir: Path, stem: str, complete: Callable[[dict[str, Any]], bool]
 ) -> dict[str, dict[str, Any]]:
-    """All finished pairs in ``out_dir`` by pair name (the first complete record of a name wins).
+    """All finished items in ``out_dir`` by name (the first complete record of a name wins).
 
     A record that is valid JSON but not ``complete`` (e.g. no ``pair``, ``category`` or hits for
-    one of the run's α values) is dropped with a warning, exactly like a torn line, so the pair
-    is redone.
+    one of the run's α values) is dropped with a warning, exactly like a torn line, so the item
+    is redone; a failure record (``"error"``) is dropped silently (see :func:`read_failures`).
     """
     records: dict[str, dict[str, Any]] = {}
-    for path in result_files(out_dir):
+    for path in result_files(out_dir, stem):
         for i, rec in enumerate(read_jsonl(path), 1):
+            if "error" in rec:
+                continue
             if not complete(rec):
                 log.warning("%s: record %d is incomplete; its pair will be redone", path, i)
                 continue
             records.setdefault(str(rec["pair"]), rec)
     return records
+
+
+def read_failures(out_dir: Path, stem: str) -> dict[str, dict[str, Any]]:
+    """The failure records (``"error"``) in ``out_dir`` by name (the last one of a name wins)."""
+    return {
+        str(rec["pair"]): rec
+        for path in result_files(out_dir, stem)
+        for rec in read_jsonl(path)
+        if "error" in rec and "pair" in rec
+    }
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -106,11 +120,11 @@ class JsonlWriter:
         self.close()
 
 
-def write_merged(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Atomically rewrite ``pairs.jsonl`` with ``records`` and remove the rank files."""
-    path = out_dir / PAIRS_FILE
+def write_merged(out_dir: Path, stem: str, records: Iterable[dict[str, Any]]) -> Path:
+    """Atomically rewrite ``<stem>.jsonl`` with ``records`` and remove the rank files."""
+    path = out_dir / f"{stem}.jsonl"
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    for rank in sorted(out_dir.glob(RANK_GLOB)):
+    for rank in sorted(out_dir.glob(f"{stem}.rank*.jsonl")):
         rank.unlink()
     return path

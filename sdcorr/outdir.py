@@ -1,8 +1,9 @@
-"""The output folder of an evaluation: created, or checked against the run that wrote it.
+"""The output folder of a resumable run: created, or checked against the run that wrote it.
 
 A folder records its run's settings in ``config.json``; a later run with the same folder resumes
 only if its settings are the same (paths compared normalised), otherwise it stops, naming each
-setting that differs, before any model loads.
+setting that differs, before any model loads. The evaluation (``--out``) and batch matching
+(``sdcorr match --pairs --out-dir``) both use it.
 """
 
 from __future__ import annotations
@@ -12,35 +13,48 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError
+from .errors import OutputError
+from .io import make_output_dir
 
 CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
 
 
-def check_out_dir(out_dir: str | Path, config: dict[str, Any]) -> Path:
+def check_out_dir(out_dir: str | Path, config: dict[str, Any], option: str = "--out") -> Path:
     """Create ``out_dir`` or check that its previous run used the same ``config``.
 
     Raises:
-        OutputError: the folder holds results of a different configuration.
+        OutputError: the folder cannot be created or written (one line naming ``option``), or it
+            holds results of a different configuration.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path is not a folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file = out / CONFIG_FILE
-    if cfg_file.is_file():
-        try:
-            old = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError:
-            raise OutputError(f"unreadable {cfg_file}; remove it or use another --out") from None
-        diff = config_diff(old, json.loads(json.dumps(config)))
-        if diff:
-            raise OutputError(
-                f"{out} holds results of another configuration ({cfg_file}): {diff}; "
-                "use another --out, or rerun with the earlier settings to resume"
-            )
+    check_previous(out, config, option)
+    make_output_dir(out, option)
     return out
+
+
+def check_previous(out: Path, config: dict[str, Any], option: str = "--out") -> bool:
+    """Whether ``out`` holds an earlier run (its ``config.json``); creates nothing.
+
+    Raises:
+        OutputError: that run's ``config.json`` is unreadable or differs from ``config`` (the
+            line names each setting that differs, and ``option``).
+    """
+    cfg_file = out / CONFIG_FILE
+    if not cfg_file.is_file():
+        return False
+    try:
+        old = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        raise OutputError(f"unreadable {cfg_file}; remove it or use another {option}") from None
+    diff = config_diff(old, json.loads(json.dumps(config)))
+    if diff:
+        raise OutputError(
+            f"{out} holds results of another configuration ({cfg_file}): {diff}; "
+            f"use another {option}, or rerun with the earlier settings to resume"
+        )
+    return True
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
