@@ -161,6 +161,19 @@ def test_bad_options_are_refused_before_any_model_loads(
     _fails(["match", A, B, "--out", out, "--device", "cpu", *extra], tmp_path, capsys, option)
 
 
+def test_half_precision_on_a_cpu_without_its_kernels_is_one_line(tmp_path, capsys, no_models,
+                                                               monkeypatch) -> None:  # fmt: skip
+    """``--dtype bf16``/``fp16`` on a CPU where oneDNN has no kernels for it (this CI machine:
+    AVX2 only) stops before any model loads; the check itself is tested in test_optimisations."""
+    from sdcorr import device
+
+    monkeypatch.setattr(device, "native_dtype", lambda dt, dev: dt == device.torch.float32)
+    for dtype in ("bf16", "fp16"):
+        out = str(tmp_path / "s.gif")
+        _fails(["match", A, B, "--out", out, "--device", "cpu", "--dtype", dtype], tmp_path,
+               capsys, "no native kernels")  # fmt: skip
+
+
 def test_points_naming_a_folder_and_a_decompression_bomb(tmp_path, capsys, no_models,
                                                          monkeypatch) -> None:  # fmt: skip
     out = str(tmp_path / "s.gif")
