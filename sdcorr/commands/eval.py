@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(args, protocol, len(pairs), resolved)
     preds = load_predictions(args.predictions, pairs) if args.predictions else None
     cache_dir = args.cache_dir if resolved is not None else None
-    with output_dirs((cache_dir, "--cache-dir"), (args.out, "--out")):
+    with output_dirs({"--cache-dir": cache_dir, "--out": args.out}):
         check_out_dir(args.out, config)
         stats = None
         if preds is not None:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     images = [load_image(p) for p in args.images]  # fail before loading models
     for path, img in zip(args.images, images, strict=True):
         check_fits(resolved.config, img.size, f"image {path}")
-    with output_dirs((out, "--out")), Outputs() as outputs:  # a failed start leaves no folder
+    with output_dirs({"--out": out}), Outputs() as outputs:  # a failed start leaves no folder
         pipe = load_pipeline(resolved, cache_size=0)  # each image once: nothing to keep
         meta_cfg = json.dumps(to_dict(pipe.config))
         prompt = pipe.sd.prompt_for(args.category) if pipe.sd is not None else None
