@@ -65,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, default=128, help="convolution channels")
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     report = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads}
-    for name, dtype in DTYPES.items():
-        reps = 3 if dtype == torch.float32 else 1  # half precision may be 100x slower
-        report[name] = probe(dtype, args.size, args.channels, reps)
-        print(name, json.dumps(report[name]), flush=True)
+    try:
+        for name, dtype in DTYPES.items():
+            reps = 3 if dtype == torch.float32 else 1  # half precision may be 100x slower
+            report[name] = probe(dtype, args.size, args.channels, reps)
+            print(name, json.dumps(report[name]), flush=True)
+    finally:  # an in-process caller (the tests) keeps its thread count
+        torch.set_num_threads(threads)
     for name in ("bf16", "fp16"):
         slow = report["fp32"]["conv_gflops"] / max(report[name]["conv_gflops"], 1e-9)
         report[name]["conv_slowdown_vs_fp32"] = round(slow, 1)

@@ -55,7 +55,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         name = str(dt).replace("torch.", "")
         raise ConfigError(
             f"{name} on this CPU has no native kernels (oneDNN needs AVX-512 BF16/FP16 or AMX): "
-            "its convolutions fall back to PyTorch's generic loops, 15-100x slower than "
+            "its convolutions fall back to PyTorch's generic loops, 40-400x slower than "
             "float32; use fp32"
         )
     return dt

@@ -37,6 +37,8 @@ def make_output_dir(path: str | Path, option: str) -> bool:
             or written (read-only parent, ``/proc``, a file in the way).
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: output path is not a folder")
     existed = path.is_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)

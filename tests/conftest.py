@@ -87,6 +87,17 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _threads_kept():
+    """A test that changes torch's thread count must put it back: one left at 1 once ran every
+    later test single-threaded (the real-weights fixtures twice as slow)."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert after == before, f"torch threads changed from {before} to {after} and not restored"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``cuda`` tests without a GPU and ``weights`` tests unless SDCORR_WEIGHTS=1."""
     skip_cuda = pytest.mark.skip(reason="needs a CUDA device")

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from sdcorr import device
 from sdcorr.cli import build_parser, main
 from sdcorr.commands.options import resolve_args
 from sdcorr.config import get_preset
@@ -33,6 +34,13 @@ MATCH_FLAGS = [
     ["--preset", "dino", "--flip-align", "--soft-argmax", "--mutual"],
     ["--preset", "cleandift", "--no-flip-align"],
 ]
+
+
+@pytest.fixture(autouse=True)
+def _every_dtype_native(monkeypatch) -> None:
+    """bf16 on a CPU without its kernels is refused (tests/test_optimisations.py); these tests
+    check how flags resolve, whatever this machine's CPU has."""
+    monkeypatch.setattr(device, "native_dtype", lambda dt, dev: True)
 
 
 def _resolve(command: str, flags: list[str]):

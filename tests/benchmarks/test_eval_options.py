@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdcorr import device
+
 from .test_spair_script import REPO, spair_main
 
 
@@ -40,6 +42,9 @@ def loads(monkeypatch) -> list[dict]:
         return pipe
 
     monkeypatch.setattr(SDDino, "from_pretrained", fake)
+    # fp16 on a CPU without its kernels is refused (tests/test_optimisations.py); here the
+    # models are fakes, so every dtype may pass through
+    monkeypatch.setattr(device, "native_dtype", lambda dt, dev: True)
     return calls
 
 
