@@ -94,7 +94,10 @@ def test_match_endpoint_answers_a_non_number_with_one_line(tiny_server, x) -> No
 
 
 def _real_options(folder: Path) -> list[str]:
-    return ["--preset", "dino", "--dino-model", str(folder), "--device", "cpu"]
+    """Real DINOv2-S at a 448 frame (32 x 32 cells): the server and the CLI must agree on
+    meaningful features; the faithful 840 frame is the real-weights tests' (4x the tokens)."""
+    return ["--preset", "dino", "--dino-model", str(folder), "--device", "cpu",
+            "--dino-frame", "448"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
