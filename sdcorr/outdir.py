@@ -27,8 +27,6 @@ def check_out_dir(out_dir: str | Path, config: dict[str, Any], option: str = "--
             holds results of a different configuration.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path is not a folder: {out}")
     check_previous(out, config, option)
     make_output_dir(out, option)
     return out

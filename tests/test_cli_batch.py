@@ -302,7 +302,7 @@ def test_pair_names_never_collide(tiny_models, tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("option", ["--out-dir", "--cache-dir"])
-@pytest.mark.parametrize("where", ["/proc", "a file", "read-only"])
+@pytest.mark.parametrize("where", ["/proc", "a file", "is a file", "read-only"])
 def test_folders_that_cannot_be_created_are_one_line_before_models_load(
     pairs_file, tmp_path, capsys, monkeypatch, option, where
 ) -> None:
@@ -310,8 +310,9 @@ def test_folders_that_cannot_be_created_are_one_line_before_models_load(
         pytest.skip("root writes into a read-only folder")
     _no_models(monkeypatch)
     blocked = {"/proc": Path("/proc/sdcorr-test-no-such-folder/d")}.get(where, tmp_path / "f" / "d")
-    if where == "a file":
+    if where in ("a file", "is a file"):
         (tmp_path / "f").write_text("not a folder")
+        blocked = tmp_path / "f" if where == "is a file" else blocked
     elif where == "read-only":
         (tmp_path / "f").mkdir(mode=0o555)
     out = tmp_path / "new" / "out"  # created by the run, then removed with its parent

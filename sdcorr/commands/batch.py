@@ -106,9 +106,6 @@ def validate(args: argparse.Namespace) -> Plan:
     points = check_points(args.points, jobs, sizes, args.pairs) if args.points else None
     out_dir = Path(args.out_dir)
     config = run_config(args, resolved, points)
-    for option, folder in (("--out-dir", out_dir), ("--cache-dir", args.cache_dir)):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise OutputError(f"{option} is not a folder: {folder}")
     if not check_previous(out_dir, config, "--out-dir") and args.resume:
         raise OutputError(f"--resume: {out_dir} holds no earlier run (no {CONFIG_FILE})")
     return Plan(resolved, args.pairs, name_jobs(jobs, files), points, outputs, out_dir, config)
