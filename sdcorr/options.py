@@ -171,8 +171,9 @@ def check_values(opts: ModelOptions) -> None:
 def check_branches(preset: PipelineConfig, opts: ModelOptions) -> None:
     """Refuse ``--unet-weights``/``--no-noise`` for a preset without Stable Diffusion (one
     line); warn about any other SD or DINO option given for a preset without that branch."""
-    unused = [name for name in _unused(preset, opts) if name not in REFUSED]
-    refused = [name for name in _unused(preset, opts) if name in REFUSED]
+    given = _unused(preset, opts)
+    unused = [name for name in given if name not in REFUSED]
+    refused = [name for name in given if name in REFUSED]
     if refused:
         flags = " and ".join(FLAGS[name] for name in refused)
         raise ConfigError(
